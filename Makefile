@@ -1,0 +1,39 @@
+# Two commands set everything up on a fresh clone: `make run` and `make test`.
+# Both create .venv and install the project from pyproject.toml the first time.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test lint format migrations-check bench chaos vendor clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+.env:
+	cp .env.example .env
+
+run: $(STAMP) .env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py devserver
+
+test: $(STAMP) .env
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) .env
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy b24app
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+migrations-check: $(STAMP) .env
+	$(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* celery-broker.sqlite3* .celerybeat-schedule* staticfiles

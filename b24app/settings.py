@@ -1,0 +1,226 @@
+"""Settings for b24app, read from the environment (and an optional `.env` file).
+
+Defaults are safe for production: DEBUG off, the sandbox off, HTTPS-only cookies. The development
+values live in `.env.example`, which `make` copies to `.env` on a fresh clone. Every variable read
+here is listed in `.env.example`; a secret may also be given as a file path in `<NAME>_FILE`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+import environ
+from csp.constants import NONCE, NONE, SELF
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.FileAwareEnv()
+environ.FileAwareEnv.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env.str("SECRET_KEY")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "csp",
+    "b24app.portals",
+    "b24app.messaging",
+    "b24app.campaigns",
+]
+
+# The sandbox is a local Bitrix24 for trying and testing the app. It is never on in production:
+# it widens the host allow-list to loopback portals and admits plain-HTTP portals.
+B24_SANDBOX = env.bool("B24_SANDBOX", default=False)
+if B24_SANDBOX:
+    INSTALLED_APPS.append("b24app.sandbox")
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+]
+
+ROOT_URLCONF = "b24app.urls"
+WSGI_APPLICATION = "b24app.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "csp.context_processors.nonce",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets readers run beside one writer; IMMEDIATE makes every transaction take the write
+    # lock up front, which is what serialises token refreshes on SQLite (select_for_update is a
+    # no-op there). The test database is a file too, so threads and worker processes share it.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / ".test-db.sqlite3")}
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("ru", "Русский")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+# Request bodies: 1 MB by default (CSV uploads get their own, larger limit in their view).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_000_000)
+
+# --- Security -----------------------------------------------------------------------------------
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+
+# django-csp: frame views replace frame-ancestors with their portal's origin (portals.frame).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src-elem": [SELF, NONCE],
+        # Style attributes carry only colours and pixel sizes validated by messaging.payload.
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": [SELF, "https:", "data:"],
+        "connect-src": [SELF],
+        "form-action": [SELF],
+        "base-uri": [SELF],
+        "object-src": [NONE],
+        "frame-ancestors": [NONE],
+    },
+}
+
+# --- Celery ---------------------------------------------------------------------------------------
+# Embedded default: kombu's SQLAlchemy transport on a SQLite file, so a fresh clone needs no broker.
+CELERY_BROKER_URL = env.str(
+    "CELERY_BROKER_URL", default=f"sqla+sqlite:///{BASE_DIR / 'celery-broker.sqlite3'}"
+)
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = env.str(
+    "CELERY_BEAT_SCHEDULE_FILENAME", default=str(BASE_DIR / ".celerybeat-schedule")
+)
+CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
+    "portals-refresh-idle-tokens": {
+        "task": "b24app.portals.tasks.portals_refresh_idle",
+        "schedule": 3600.0,
+    },
+}
+
+# --- Bitrix24 -----------------------------------------------------------------------------------
+B24_CLIENT_ID = env.str("B24_CLIENT_ID", default="")
+B24_CLIENT_SECRET = env.str("B24_CLIENT_SECRET", default="")
+# Public base URL of this app, used to build the event handler URLs given to event.bind.
+B24_APP_URL = env.str("B24_APP_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Hosts the app will ever call with a token it was handed. An install POST names its own portal
+# and OAuth server; only hosts matching these patterns are believed (host[:port]; `*` matches
+# inside one dot-separated label, so `*.bitrix24.*` never matches `x.bitrix24.evil.com`).
+B24_OAUTH_HOSTS = env.list("B24_OAUTH_HOSTS", default=["oauth.bitrix.info", "oauth.bitrix24.tech"])
+B24_PORTAL_HOSTS = env.list(
+    "B24_PORTAL_HOSTS",
+    default=["*.bitrix24.*", "*.bitrix24.com.br", "*.bitrix24.com.tr"],
+)
+# Loopback portals of the sandbox; they alone may use PROTOCOL=0 (plain HTTP).
+B24_SANDBOX_HOSTS = env.list("B24_SANDBOX_HOSTS", default=["localhost:81??", "127.0.0.1:81??"])
+B24_SANDBOX_URL = env.str("B24_SANDBOX_URL", default="http://localhost:8100").rstrip("/")
+if B24_SANDBOX:
+    B24_OAUTH_HOSTS = [*B24_OAUTH_HOSTS, *B24_SANDBOX_HOSTS]
+    B24_PORTAL_HOSTS = [*B24_PORTAL_HOSTS, *B24_SANDBOX_HOSTS]
+
+# Fernet keys for tokens at rest, newest first (MultiFernet: rotate by prepending a new key).
+# Without any, one key is derived from SECRET_KEY so that a fresh clone works.
+B24_TOKEN_KEYS = env.list("B24_TOKEN_KEYS", default=[]) or [
+    base64.urlsafe_b64encode(hashlib.sha256(f"b24app-tokens:{SECRET_KEY}".encode()).digest()).decode()
+]
+B24_FRAME_TOKEN_MAX_AGE = env.int("B24_FRAME_TOKEN_MAX_AGE", default=30 * 60)
+B24_REQUEST_TIMEOUT = env.float("B24_REQUEST_TIMEOUT", default=30.0)
+# Refresh tokens live 180 days by the current docs but 28 by older ones (spec §2.2); refresh a
+# portal that has been idle this long so its refresh token can never lapse.
+B24_REFRESH_IDLE_DAYS = env.int("B24_REFRESH_IDLE_DAYS", default=20)
+# Platform limits (spec §4): default plan; a portal can override them in its settings.
+B24_RATE = env.float("B24_RATE", default=2.0)
+B24_BURST = env.int("B24_BURST", default=50)
+B24_OP_BUDGET_S = env.float("B24_OP_BUDGET_S", default=480.0)
+B24_OP_WINDOW_S = env.float("B24_OP_WINDOW_S", default=600.0)
+B24_PACER_REDIS_URL = env.str("B24_PACER_REDIS_URL", default="")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"redact": {"()": "b24app.portals.logredact.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "filters": ["redact"]}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,11 @@
+"""Top-level URL configuration."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("b24app.portals.urls")),
+    path("admin/", admin.site.urls),
+]

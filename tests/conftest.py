@@ -1,0 +1,77 @@
+"""Shared test set-up: no internet, required services, factory fixtures.
+
+- Every test runs with an autouse guard that refuses socket connections to anything but
+  loopback; Bitrix is stubbed at the HTTP edge with `responses` or served by the sandbox.
+- Tests marked `sandbox`, `worker`, `postgres`, `redis`, `rabbitmq` or `browser` need a real
+  service and skip when it is missing; `B24_REQUIRE=postgres,redis,...` (set by CI) turns
+  such a skip into a failure, so a missing service can never pass green.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+SERVICE_MARKERS = ("sandbox", "worker", "postgres", "redis", "rabbitmq", "browser")
+REQUIRED = {s.strip() for s in os.environ.get("B24_REQUIRE", "").split(",") if s.strip()}
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_loopback(address: Any) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths
+        return True
+    host = address[0]
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded_connect(self: socket.socket, address: Any) -> Any:
+    if not _is_loopback(address):
+        raise ConnectionRefusedError(f"tests may only connect to loopback, not {address!r}")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self: socket.socket, address: Any) -> Any:
+    if not _is_loopback(address):
+        raise ConnectionRefusedError(f"tests may only connect to loopback, not {address!r}")
+    return _real_connect_ex(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if not report.skipped or not REQUIRED:
+        return
+    needed = [m for m in SERVICE_MARKERS if m in REQUIRED and item.get_closest_marker(m)]
+    if needed:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"B24_REQUIRE names {', '.join(needed)} but the test skipped: {reason}"
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
