@@ -37,3 +37,6 @@ migrations-check: $(STAMP) .env
 
 clean:
 	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* celery-broker.sqlite3* .celerybeat-schedule* staticfiles
+
+vendor:
+	bash scripts/vendor.sh

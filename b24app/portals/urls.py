@@ -8,4 +8,8 @@ app_name = "portals"
 
 urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
+    path("b24/install/", views.install, name="install"),
+    path("b24/events/", views.events, name="events"),
+    path("b24/app/", views.entry, name="entry"),
+    path("app/", views.home, name="home"),
 ]

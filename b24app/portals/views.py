@@ -1,7 +1,135 @@
+"""Portal views: the three endpoints Bitrix24 calls, and the app's home inside the frame.
+
+Bitrix24 POSTs into our iframe from the portal's origin and POSTs events server-to-server, so
+`install`, `events` and `entry` are the only views exempt from both Django's CSRF check and the
+frame token (each says why below). Everything else inside the frame is a `frame_view`.
+"""
+
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse
+import logging
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.utils import translation
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from b24app.bitrix import errors
+from b24app.portals import forms, frame, services
+from b24app.portals.frame import FrameRequest, frame_view
+
+log = logging.getLogger(__name__)
 
 
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
+
+
+def _refusal(status: int, message: str) -> HttpResponse:
+    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+
+
+def _render_frame(
+    request: HttpRequest, template: str, ctx: frame.FrameContext, extra: dict[str, object]
+) -> HttpResponse:
+    with translation.override(ctx.language):
+        response = render(request, template, {"frame": ctx, "frame_token": ctx.token(), **extra})
+    frame.finish_frame_response(response, ctx)
+    return response
+
+
+# Exempt from CSRF and the frame token: Bitrix24 submits this form from the portal's origin into
+# our iframe during installation; no token of ours can exist yet. The POST is trusted only after
+# Bitrix's OAuth server confirms its tokens (services.portal_install).
+@csrf_exempt
+@require_POST
+def install(request: HttpRequest) -> HttpResponse:
+    form = forms.InstallForm(forms.merged_frame_data(request.GET, request.POST))
+    if not form.is_valid():
+        return _refusal(400, f"Malformed install request: {form.error_text()}")
+    data = form.cleaned_data
+    try:
+        result = services.portal_install(
+            member_id=data["member_id"],
+            domain=data["DOMAIN"],
+            https=form.https,
+            language=data.get("LANG") or "en",
+            auth_id=data["AUTH_ID"],
+            refresh_id=data["REFRESH_ID"],
+            server_endpoint=data.get("SERVER_ENDPOINT") or "",
+            application_token=data.get("APPLICATION_TOKEN") or "",
+        )
+    except services.PortalError as exc:
+        log.warning("install refused: %s", exc.code)
+        return _refusal(exc.status, exc.message)
+    except errors.BitrixError as exc:
+        log.warning("install failed talking to Bitrix24: %s", type(exc).__name__)
+        return _refusal(502, "Bitrix24 did not answer; please try installing again.")
+    return _render_frame(
+        request,
+        "portals/install.html",
+        result.frame,
+        {"events_bound": result.events_bound, "app_sid": data.get("APP_SID") or ""},
+    )
+
+
+# Exempt from CSRF and the frame token: Bitrix24 POSTs events server-to-server. Each event is
+# checked against the portal's application_token (and token-carrying events against the OAuth
+# server) in services.portal_event_receive.
+@csrf_exempt
+@require_POST
+def events(request: HttpRequest) -> HttpResponse:
+    event = request.POST.get("event", "")
+    auth = forms.nested(request.POST, "auth")
+    data = forms.nested(request.POST, "data")
+    if not event or not auth:
+        return JsonResponse(
+            {"error": "MALFORMED", "message": "event and auth are required"}, status=400
+        )
+    try:
+        outcome = services.portal_event_receive(
+            event=event, data=data, auth=auth, ts=request.POST.get("ts", "")
+        )
+    except services.PortalError as exc:
+        log.warning("event %s refused: %s", event[:40], exc.code)
+        return JsonResponse({"error": exc.code, "message": exc.message}, status=exc.status)
+    except errors.BitrixError as exc:
+        log.warning("event %s: Bitrix24 unreachable (%s)", event[:40], type(exc).__name__)
+        return JsonResponse({"error": "UPSTREAM", "message": "Bitrix24 did not answer"}, status=502)
+    return JsonResponse({"result": outcome})
+
+
+# Exempt from CSRF and the frame token: this is the app page Bitrix24 opens by POSTing the
+# opener's AUTH_ID into the iframe; it is where the frame token is issued, after `profile`
+# confirms the user with Bitrix24 (services.portal_enter).
+@csrf_exempt
+@require_POST
+def entry(request: HttpRequest) -> HttpResponse:
+    form = forms.FramePostForm(forms.merged_frame_data(request.GET, request.POST))
+    if not form.is_valid():
+        return _refusal(400, f"Malformed app request: {form.error_text()}")
+    data = form.cleaned_data
+    try:
+        ctx = services.portal_enter(
+            member_id=data["member_id"],
+            domain=data["DOMAIN"],
+            https=form.https,
+            language=data.get("LANG") or "en",
+            auth_id=data["AUTH_ID"],
+            refresh_id=data.get("REFRESH_ID") or "",
+            application_token=data.get("APPLICATION_TOKEN") or "",
+        )
+    except services.PortalError as exc:
+        log.info("entry refused: %s", exc.code)
+        return _refusal(exc.status, exc.message)
+    return _render_frame(request, "portals/home.html", ctx, {"app_sid": data.get("APP_SID") or ""})
+
+
+@frame_view
+def home(request: FrameRequest) -> HttpResponse:
+    return render(
+        request,
+        "portals/home.html",
+        {"frame": request.frame, "frame_token": request.frame.token()},
+    )

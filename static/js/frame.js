@@ -1,0 +1,103 @@
+/*
+ * b24app frame bridge: the app's side of the Bitrix24 portal <-> iframe postMessage protocol
+ * (spec §6.2), the same protocol BX24.js and @bitrix24/b24jssdk speak, so the app behaves the
+ * same in a real portal and in the sandbox.
+ *
+ *   frame -> parent: "<command>:<paramsJSON>:<callbackId>:<APP_SID>" (empty parts left out),
+ *                    posted to the portal's origin only;
+ *   parent -> frame: "<callbackId>:<resultJSON>", accepted only from the portal's origin.
+ *
+ * It also keeps the frame token current: every response of ours carries a renewed token in the
+ * X-Frame-Token header; it is copied into <body hx-headers> and into hidden form fields.
+ */
+(function () {
+  "use strict";
+  var body = document.body;
+  var nameParts = (window.name || "").split("|");
+  var origin = body.dataset.portalOrigin ||
+    (nameParts.length === 3 ? (nameParts[1] === "1" ? "https://" : "http://") + nameParts[0] : "");
+  var appSid = body.dataset.appSid || (nameParts.length === 3 ? nameParts[2] : "");
+  var pending = {};
+  var counter = 0;
+  var inFrame = window.parent && window.parent !== window;
+
+  function send(command, params, timeoutMs) {
+    return new Promise(function (resolve, reject) {
+      if (!inFrame || !origin) { reject(new Error("not inside a Bitrix24 page")); return; }
+      counter += 1;
+      var id = "b24app" + Date.now().toString(36) + counter;
+      pending[id] = resolve;
+      var parts = [params ? JSON.stringify(params) : "", id, appSid].filter(Boolean);
+      window.parent.postMessage(command + ":" + parts.join(":"), origin);
+      if (timeoutMs) {
+        setTimeout(function () {
+          if (pending[id]) { delete pending[id]; resolve(null); }
+        }, timeoutMs);
+      }
+    });
+  }
+
+  window.addEventListener("message", function (event) {
+    if (event.origin !== origin || typeof event.data !== "string") { return; }
+    var cut = event.data.indexOf(":");
+    var id = cut < 0 ? event.data : event.data.slice(0, cut);
+    var raw = cut < 0 ? "" : event.data.slice(cut + 1);
+    var handler = pending[id];
+    if (!handler) { return; }
+    delete pending[id];
+    var value = null;
+    try { value = raw ? JSON.parse(raw) : null; } catch (e) { value = raw; }
+    handler(value);
+  });
+
+  function setToken(token) {
+    if (!token) { return; }
+    var headers = {};
+    try { headers = JSON.parse(body.getAttribute("hx-headers") || "{}"); } catch (e) { headers = {}; }
+    headers["X-Frame-Token"] = token;
+    body.setAttribute("hx-headers", JSON.stringify(headers));
+    document.querySelectorAll("input[name=frame_token]").forEach(function (input) {
+      input.value = token;
+    });
+  }
+
+  function contentHeight() {
+    return Math.max(document.documentElement.scrollHeight, body.scrollHeight);
+  }
+
+  var lastHeight = 0;
+  function fitWindow() {
+    var height = contentHeight();
+    if (Math.abs(height - lastHeight) < 2) { return Promise.resolve(null); }
+    lastHeight = height;
+    return send("resizeWindow", { width: "100%", height: height }, 900);
+  }
+
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var xhr = event.detail && event.detail.xhr;
+    if (xhr) { setToken(xhr.getResponseHeader("X-Frame-Token")); }
+  });
+  document.addEventListener("htmx:afterSettle", function () { fitWindow(); });
+  if (window.ResizeObserver) {
+    new ResizeObserver(function () { fitWindow(); }).observe(body);
+  }
+
+  window.B24Frame = {
+    send: send,
+    setToken: setToken,
+    getInitData: function () { return send("getInitData", null, 3000); },
+    installFinish: function () { return send("setInstallFinish", null, 900); },
+    fitWindow: fitWindow,
+    resizeWindow: function (w, h) { return send("resizeWindow", { width: w, height: h }, 900); },
+    refreshAuth: function () { return send("refreshAuth", null, 10000); },
+    selectUser: function () { return send("selectUser", { mult: false }); },
+    selectUsers: function () { return send("selectUser", { mult: true }); },
+  };
+
+  document.addEventListener("DOMContentLoaded", function () {
+    if (body.dataset.installFinish === "1") {
+      window.B24Frame.installFinish();
+    }
+    fitWindow();
+  });
+})();
