@@ -46,7 +46,9 @@ def test_every_stored_error_body_maps_to_one_kind_keeping_its_code(status, code,
 
 
 def test_query_limit_exceeded_is_retry_later():
-    failure = errors.classify(503, json.dumps(reply("error_503_QUERY_LIMIT_EXCEEDED")), is_write=True)
+    failure = errors.classify(
+        503, json.dumps(reply("error_503_QUERY_LIMIT_EXCEEDED")), is_write=True
+    )
 
     assert isinstance(failure, errors.RetryLater)
     assert failure.retry_after is None
@@ -62,7 +64,9 @@ def test_operation_time_limit_waits_until_operating_reset_at_when_the_reply_says
 
 
 def test_operation_time_limit_without_reset_time_has_no_retry_after():
-    failure = errors.classify(429, json.dumps(reply("error_429_OPERATION_TIME_LIMIT")), is_write=False)
+    failure = errors.classify(
+        429, json.dumps(reply("error_429_OPERATION_TIME_LIMIT")), is_write=False
+    )
 
     assert isinstance(failure, errors.RetryLater)
     assert failure.retry_after is None
