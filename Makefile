@@ -18,7 +18,12 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP) .env
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py devserver
+	@echo ""
+	@echo "  b24app is starting: web app, Celery worker and beat, and the sandbox Bitrix24."
+	@echo "  Open the sandbox portal:  http://localhost:8101/"
+	@echo "  (install the app there from the left menu; stop everything with Ctrl+C)"
+	@echo ""
+	$(VENV)/bin/honcho -f Procfile.dev start
 
 test: $(STAMP) .env
 	$(PY) -m pytest $(PYTEST_ARGS)

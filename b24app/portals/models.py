@@ -89,3 +89,21 @@ class ProcessedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} {self.member_id}"
+
+
+class PacerState(models.Model):
+    """The shared pacing state of one portal (spec §4), updated under a row lock.
+
+    `level`/`updated_at` are the request bucket; `budgets` maps a REST method to
+    `[used_s, reset_at]`, its execution time as Bitrix last reported it.
+    """
+
+    portal = models.OneToOneField(
+        Portal, on_delete=models.CASCADE, primary_key=True, related_name="pacer"
+    )
+    level = models.FloatField(default=0.0)
+    updated_at = models.FloatField(default=0.0)
+    budgets = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"pacer of portal {self.portal_id}"

@@ -1,0 +1,328 @@
+"""Messaging services: validate, send one message, record its outcome, keep the weekly ledger.
+
+`message_send` is what the composer calls. It validates like the server and the app's stricter
+policy (`payload.validate_params`), checks our copy of the weekly-limit ledger, creates the
+Delivery as `queued`, claims it exactly as a worker would, calls Bitrix *outside* any database
+transaction, and records the outcome. Campaigns reuse `delivery_claim` / `delivery_record`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from b24app.bitrix import client, errors
+from b24app.messaging import payload
+from b24app.messaging.models import Delivery, LimitEntry, Line
+from b24app.portals import pacer
+from b24app.portals.models import Portal
+from b24app.portals.services import PortalError, PortalUnavailable, portal_call
+
+log = logging.getLogger(__name__)
+
+METHOD = "imopenlines.network.message.add"
+
+# A refusal about one recipient ends that recipient; anything else is about the whole message.
+PER_RECIPIENT_CODES = frozenset({"USER_MESSAGE_LIMIT", "WRONG_REQUEST", "USER_ID_EMPTY"})
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """A refusal to show next to a form field (`field` is a payload path such as USER_ID)."""
+
+    code: str
+    field: str
+    message: str
+
+
+class SendRefused(Exception):
+    """The message was not sent; each error belongs next to its field."""
+
+    def __init__(self, field_errors: Sequence[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.code}" for e in field_errors))
+        self.errors = list(field_errors)
+
+
+# Where a server code belongs in the form.
+FIELD_OF_CODE = {
+    "CODE": "CODE",
+    "NOT_FOUND": "CODE",
+    "INACTIVE": "CODE",
+    "USER_ID_EMPTY": "USER_ID",
+    "USER_MESSAGE_LIMIT": "USER_ID",
+    "WRONG_REQUEST": "USER_ID",
+    "MESSAGE_EMPTY": "MESSAGE",
+    "ATTACH_OVERSIZE": "ATTACH",
+    "ATTACH_ERROR": "ATTACH",
+    "KEYBOARD_ERROR": "KEYBOARD",
+    "KEYBOARD_OVERSIZE": "KEYBOARD",
+}
+
+
+def build_params(
+    *, line: Line, user_id: int, message: str, attach: Any, keyboard: Any, url_preview: bool
+) -> dict[str, Any]:
+    """The method's parameters as they go in the JSON body (spec §5.2)."""
+    params: dict[str, Any] = {
+        "CODE": line.code,
+        "USER_ID": user_id,
+        "MESSAGE": message,
+        "URL_PREVIEW": "Y" if url_preview else "N",
+    }
+    if attach:
+        params["ATTACH"] = attach
+    if keyboard:
+        params["KEYBOARD"] = keyboard
+    return params
+
+
+def message_validate(params: Mapping[str, Any]) -> list[FieldError]:
+    """Every problem with the message, in the order the server would report them."""
+    return [
+        FieldError(code=p.code, field=p.field, message=str(p.message))
+        for p in payload.validate_params(params)
+    ]
+
+
+def limit_entry(*, portal: Portal, line_code: str, user_id: int) -> LimitEntry | None:
+    return LimitEntry.objects.filter(portal=portal, line_code=line_code, user_id=user_id).first()
+
+
+def limit_blocks(
+    *, portal: Portal, line_code: str, user_id: int, now: datetime | None = None
+) -> LimitEntry | None:
+    """The ledger row that blocks this recipient now, or None (always None on NFR portals)."""
+    if portal.nfr:
+        return None
+    entry = limit_entry(portal=portal, line_code=line_code, user_id=user_id)
+    if entry is not None and entry.blocks(now or timezone.now()):
+        return entry
+    return None
+
+
+def limit_record(
+    *, portal: Portal, line_code: str, user_id: int, sent_at: datetime, source: str
+) -> LimitEntry:
+    """Remember a send (or a server-reported limit) for the weekly ledger."""
+    entry, _created = LimitEntry.objects.update_or_create(
+        portal=portal,
+        line_code=line_code,
+        user_id=user_id,
+        defaults={"sent_at": sent_at, "source": source},
+    )
+    return entry
+
+
+def limit_message(entry: LimitEntry) -> str:
+    when = timezone.localtime(entry.next_allowed_at).strftime("%Y-%m-%d %H:%M %Z")
+    return _(
+        "This person was already messaged from this line this week; "
+        "they can be messaged again from %(when)s."
+    ) % {"when": when}
+
+
+def message_send(
+    *,
+    portal: Portal,
+    line: Line,
+    user_id: int,
+    message: str,
+    attach: Any = None,
+    keyboard: Any = None,
+    url_preview: bool = True,
+    author_user_id: int | None = None,
+    kind: str = Delivery.Kind.SINGLE,
+    recipient_name: str = "",
+) -> Delivery:
+    """Validate and send one message now; returns the Delivery with its outcome.
+
+    Raises SendRefused (nothing stored) for anything the server or our policy would refuse,
+    including a recipient our ledger knows is inside the weekly limit.
+    """
+    params = build_params(
+        line=line,
+        user_id=user_id,
+        message=message,
+        attach=attach,
+        keyboard=keyboard,
+        url_preview=url_preview,
+    )
+    problems = message_validate(params)
+    if problems:
+        raise SendRefused(problems)
+    blocking = limit_blocks(portal=portal, line_code=line.code, user_id=user_id)
+    if blocking is not None:
+        raise SendRefused([FieldError("USER_MESSAGE_LIMIT", "USER_ID", limit_message(blocking))])
+    delivery = Delivery.objects.create(
+        portal=portal,
+        line=line,
+        user_id=user_id,
+        recipient_name=recipient_name[:200],
+        author_user_id=author_user_id,
+        kind=kind,
+        message=message,
+        attach=attach or None,
+        keyboard=keyboard or None,
+        url_preview=url_preview,
+    )
+    return delivery_send(delivery_id=delivery.pk, interactive=True)
+
+
+def delivery_claim(*, delivery_id: int) -> bool:
+    """Move a queued delivery to `sending`; True only for the one caller that did."""
+    return (
+        Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.QUEUED).update(
+            status=Delivery.Status.SENDING, claimed_at=timezone.now(), attempts=F("attempts") + 1
+        )
+        == 1
+    )
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one attempt: a final status, or `queued` with an optional wait."""
+
+    status: str
+    code: str = ""
+    message: str = ""
+    retry_after: float | None = None
+
+
+def outcome_of(exc: BaseException | None) -> Outcome:
+    """Classify one attempt's result into the Delivery state machine."""
+    if exc is None:
+        return Outcome(Delivery.Status.SENT)
+    if isinstance(exc, errors.RetryLater):
+        # Provably not executed (refused before sending, or by the rate/time limiter).
+        return Outcome(Delivery.Status.QUEUED, exc.code, str(exc.description), exc.retry_after)
+    if isinstance(exc, errors.Rejected):
+        code = payload.canonical_error_code(exc.code)
+        status = (
+            Delivery.Status.LIMITED if code == "USER_MESSAGE_LIMIT" else Delivery.Status.REJECTED
+        )
+        return Outcome(status, code, str(exc.description))
+    if isinstance(exc, PortalUnavailable | PortalError):
+        # No request for this message was made: the portal cannot be called at all.
+        return Outcome(Delivery.Status.QUEUED, exc.code, exc.message)
+    if isinstance(exc, errors.Unknown):
+        return Outcome(Delivery.Status.UNKNOWN, exc.code, str(exc.description))
+    if isinstance(exc, errors.AuthExpired):
+        return Outcome(Delivery.Status.QUEUED, exc.code, str(exc.description))
+    raise exc
+
+
+def delivery_record(*, delivery: Delivery, outcome: Outcome, now: datetime | None = None) -> None:
+    """Write an attempt's outcome; a success or a limit also updates the weekly ledger."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        fields = {
+            "status": outcome.status,
+            "error_code": outcome.code[:60],
+            "error_message": outcome.message[:500],
+        }
+        if outcome.status in Delivery.FINAL:
+            fields["finished_at"] = now
+        Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING).update(**fields)
+        if outcome.status == Delivery.Status.SENT:
+            limit_record(
+                portal=delivery.portal,
+                line_code=delivery.line.code,
+                user_id=delivery.user_id,
+                sent_at=now,
+                source=LimitEntry.Source.APP,
+            )
+        elif outcome.status == Delivery.Status.LIMITED and not limit_entry(
+            portal=delivery.portal, line_code=delivery.line.code, user_id=delivery.user_id
+        ):
+            # The server knows of a send we do not: next eligible at most 7 days away.
+            limit_record(
+                portal=delivery.portal,
+                line_code=delivery.line.code,
+                user_id=delivery.user_id,
+                sent_at=now,
+                source=LimitEntry.Source.SERVER,
+            )
+    for key, value in fields.items():
+        setattr(delivery, key, value)
+
+
+def delivery_send(*, delivery_id: int, interactive: bool) -> Delivery:
+    """Claim one queued delivery and send it; returns the delivery as it ended up.
+
+    If the pacer has no token now, the delivery stays `queued` and is handed to a worker with
+    that countdown (messaging.tasks.delivery_send_later).
+    """
+    delivery = Delivery.objects.select_related("portal", "line").get(pk=delivery_id)
+    wait = pacer.pacer_acquire(portal=delivery.portal, interactive=interactive, method=METHOD)
+    if wait > 0:
+        _send_later(delivery.pk, wait)
+        return delivery
+    if not delivery_claim(delivery_id=delivery_id):
+        delivery.refresh_from_db()
+        return delivery
+    delivery.status = Delivery.Status.SENDING
+    failure: BaseException | None = None
+    try:
+        result = portal_call(
+            delivery.portal,
+            client.network_message_add,
+            code=delivery.line.code,
+            user_id=delivery.user_id,
+            message=delivery.message,
+            attach=delivery.attach,
+            keyboard=delivery.keyboard,
+            url_preview=delivery.url_preview,
+        )
+        pacer.pacer_record(portal=delivery.portal, method=METHOD, call_time=result.time)
+    except (errors.BitrixError, PortalError) as exc:
+        failure = exc
+    outcome = outcome_of(failure)
+    delivery_record(delivery=delivery, outcome=outcome)
+    if outcome.status == Delivery.Status.QUEUED and not isinstance(failure, PortalError):
+        _send_later(delivery.pk, outcome.retry_after or 2.0)
+    return delivery
+
+
+def _send_later(delivery_id: int, countdown: float) -> None:
+    from b24app.messaging import tasks
+
+    transaction.on_commit(
+        lambda: tasks.delivery_send_later.apply_async((delivery_id,), countdown=countdown)
+    )
+
+
+def line_join(*, portal: Portal, code: str, name: str = "") -> Line:
+    """Save a line by its 32-character CODE and join it (`imopenlines.network.join`).
+
+    The line is saved whatever the answer, with the join state shown to the admin, since a line
+    not joined answers NOT_FOUND to every message.
+    """
+    line, _created = Line.objects.get_or_create(portal=portal, code=code, defaults={"name": name})
+    if name and line.name != name:
+        line.name = name
+    try:
+        bot_id = portal_call(portal, client.network_join, code=code)
+    except errors.Rejected as exc:
+        line.join_status = {
+            "NOT_FOUND": Line.JoinStatus.NOT_FOUND,
+            "INACTIVE": Line.JoinStatus.INACTIVE,
+        }.get(exc.code, Line.JoinStatus.FAILED)
+        line.join_error = f"{exc.code}: {exc.description}"[:300]
+    except (errors.BitrixError, PortalError) as exc:
+        line.join_status = Line.JoinStatus.FAILED
+        line.join_error = getattr(exc, "code", type(exc).__name__)
+    else:
+        line.bot_id = bot_id
+        line.join_status = Line.JoinStatus.JOINED
+        line.join_error = ""
+        line.joined_at = timezone.now()
+    line.save()
+    return line
