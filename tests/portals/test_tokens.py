@@ -140,3 +140,20 @@ def test_tokens_are_encrypted_with_a_rotatable_key(
     Portal.objects.get().save()  # re-encrypts with the new key
     settings.B24_TOKEN_KEYS = settings.B24_TOKEN_KEYS[:1]
     assert Portal.objects.get().access_token == portal.access_token
+
+
+@pytest.mark.django_db
+def test_rotate_keys_command_moves_tokens_to_the_newest_key(
+    make_portal: Callable[..., Portal], settings: Any
+):
+    from cryptography.fernet import Fernet
+    from django.core.management import call_command
+
+    portal = make_portal()
+    new_key = Fernet.generate_key().decode()
+    settings.B24_TOKEN_KEYS = [new_key, *settings.B24_TOKEN_KEYS]
+
+    call_command("portals_rotate_keys")
+
+    settings.B24_TOKEN_KEYS = [new_key]
+    assert Portal.objects.get().refresh_token == portal.refresh_token
