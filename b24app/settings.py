@@ -17,7 +17,8 @@ from csp.constants import NONCE, NONE, SELF
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.FileAwareEnv()
-environ.FileAwareEnv.read_env(BASE_DIR / ".env")
+# Values already in the environment win over the file. B24_ENV_FILE=/dev/null reads none.
+environ.FileAwareEnv.read_env(environ.os.environ.get("B24_ENV_FILE", str(BASE_DIR / ".env")))
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY")
@@ -203,7 +204,9 @@ if B24_SANDBOX:
 # Fernet keys for tokens at rest, newest first (MultiFernet: rotate by prepending a new key).
 # Without any, one key is derived from SECRET_KEY so that a fresh clone works.
 B24_TOKEN_KEYS = env.list("B24_TOKEN_KEYS", default=[]) or [
-    base64.urlsafe_b64encode(hashlib.sha256(f"b24app-tokens:{SECRET_KEY}".encode()).digest()).decode()
+    base64.urlsafe_b64encode(
+        hashlib.sha256(f"b24app-tokens:{SECRET_KEY}".encode()).digest()
+    ).decode()
 ]
 B24_FRAME_TOKEN_MAX_AGE = env.int("B24_FRAME_TOKEN_MAX_AGE", default=30 * 60)
 B24_REQUEST_TIMEOUT = env.float("B24_REQUEST_TIMEOUT", default=30.0)
