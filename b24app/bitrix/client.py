@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -169,12 +170,16 @@ _local = threading.local()
 
 
 def default_session() -> requests.Session:
-    """This thread's shared session (sessions are not safe to share between threads)."""
-    session: requests.Session | None = getattr(_local, "session", None)
-    if session is None:
-        session = make_session()
-        _local.session = session
-    return session
+    """This thread's shared session (sessions are not safe to share between threads).
+
+    Keyed by process id too: a session inherited through a fork (Celery prefork) would share
+    its pooled sockets with the parent.
+    """
+    cached: tuple[int, requests.Session] | None = getattr(_local, "session", None)
+    if cached is None or cached[0] != os.getpid():
+        cached = (os.getpid(), make_session())
+        _local.session = cached
+    return cached[1]
 
 
 def call(
@@ -207,7 +212,7 @@ def call(
     failure = errors.classify(response.status_code, response.content, is_write=is_write)
     if failure is not None:
         raise failure
-    data = json.loads(response.content)
+    data = errors.parse_json(response.content)  # a JSON object, or classify would have said
     if "result" not in data:
         raise errors.malformed(f"{method} reply has no result", is_write=is_write)
     return (

@@ -163,8 +163,8 @@ class Unknown(BitrixError):
         self.status = status
 
 
-def _decode(body: bytes | str) -> Any:
-    """Parse a reply body as JSON, or return None when it is not JSON."""
+def parse_json(body: bytes | str) -> Any:
+    """Parse a reply body as JSON (bad UTF-8 replaced), or return None when it is not JSON."""
     text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
     try:
         return json.loads(text)
@@ -231,7 +231,7 @@ def classify(
     Never raises: an HTML error page or an empty body is classified by its status.
     ``now`` (unix seconds) is only used to turn ``operating_reset_at`` into ``retry_after``.
     """
-    data = _decode(body)
+    data = parse_json(body)
     if isinstance(data, dict) and data.get("error"):
         return classify_code(
             str(data["error"]),

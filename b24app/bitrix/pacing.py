@@ -187,7 +187,7 @@ class PacerStore(Protocol):
         ...
 
 
-def _acquire(
+def decide(
     bucket: BucketState,
     budgets: dict[str, OperatingState],
     now: float,
@@ -196,7 +196,12 @@ def _acquire(
     interactive: bool,
     method: str | None,
 ) -> tuple[BucketState, float]:
-    """The decision both stores make: the budget first, then the bucket."""
+    """One acquire decision for any store: the method budget(s) first, then the bucket.
+
+    Returns ``(new_bucket, 0.0)`` when a token was taken (the store saves ``new_bucket``),
+    or ``(bucket, wait)`` unchanged. ``budgets`` maps method names to their state; with
+    ``method=None`` the worst of them counts. Stores call this under their own lock.
+    """
     if method is not None:
         relevant = [budgets[method]] if method in budgets else []
     else:
@@ -207,6 +212,10 @@ def _acquire(
     if budget > 0:
         return bucket, budget
     return take(bucket, now, limits, interactive=interactive)
+
+
+# The first draft's private name, still used by b24app.portals.pacer.
+_acquire = decide
 
 
 class MemoryPacerStore:
@@ -224,7 +233,7 @@ class MemoryPacerStore:
         """See :meth:`PacerStore.acquire`."""
         limits = self._limits_for(key)
         with self._lock:
-            state, wait = _acquire(
+            state, wait = decide(
                 self._buckets.get(key, BucketState()),
                 self._budgets.get(key, {}),
                 now,
@@ -306,7 +315,7 @@ class RedisPacerStore:
                 float(raw.get(b"level", raw.get("level", 0.0))),
                 float(raw.get(b"updated_at", raw.get("updated_at", 0.0))),
             )
-            state, wait = _acquire(
+            state, wait = decide(
                 bucket,
                 self._budgets(pipe.hgetall(operating_key)),
                 now,

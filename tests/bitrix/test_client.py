@@ -75,6 +75,27 @@ def test_session_has_default_timeout_user_agent_and_connect_only_retries(rsps, c
     assert retry.allowed_methods is None
 
 
+def test_default_session_is_shared_within_a_thread_not_across():
+    mine = client.default_session()
+    theirs: list[requests.Session] = []
+    thread = threading.Thread(target=lambda: theirs.append(client.default_session()))
+    thread.start()
+    thread.join()
+
+    assert client.default_session() is mine
+    assert theirs[0] is not mine
+
+
+def test_bad_utf8_inside_a_success_reply_does_not_crash(rsps, conn):
+    rsps.post(
+        f"{ENDPOINT}profile",
+        body=b'{"result": {"ID": "1", "NAME": "\xff"}}',
+        content_type="application/json",
+    )
+
+    assert client.profile(conn).id == 1
+
+
 def test_connection_repr_hides_the_token(conn):
     assert TOKEN not in repr(conn)
 
