@@ -55,7 +55,7 @@ Codes are kept exactly as Bitrix sent them (older pages name ``CODE_ERROR`` and
 ``KEYBOARD_OVERSIZE``; the current server says ``CODE``); canonicalising them is the
 caller's business.
 
-Decisions where the spec (docs/shared spec §3.3) leaves room, resolved here:
+Decisions where the spec (§3.3, §2.3) leaves room, resolved here:
 
 - Codes are matched before statuses, because Bitrix moved several codes between statuses
   across versions (``PORTAL_DELETED`` 500 → 403, ``insufficient_scope`` 403 → 401).
@@ -63,6 +63,14 @@ Decisions where the spec (docs/shared spec §3.3) leaves room, resolved here:
   retrying on a backoff schedule will not lift it, so it is ``Rejected``.
 - ``insufficient_scope`` and ``user_access_error`` come with 401 but no refresh gives the
   token more scope or the user more rights, so they are ``Rejected``, not ``AuthExpired``.
+- ``CONNECTION_ERROR`` (the portal could not reach the OAuth server to check the token) is
+  raised before the method runs and is transient: ``RetryLater``.
+- ``APPLICATION_NOT_FOUND`` (app removed or deactivated on the portal) is portal-fatal like
+  ``PORTAL_DELETED``; ``invalid_client`` is not, since a wrong client secret in our own
+  configuration would otherwise condemn every portal at once.
+- TLS errors count as "may have been sent": urllib3 reports an EOF while reading the reply
+  as an SSL error too, so only connect-phase failures are provably unsent.
+- An ``error`` key in a 200 reply (``placement.bind`` errors) is an error like any other.
 - ``QUERY_LIMIT_EXCEEDED`` gives no hint of when the bucket drains, so ``retry_after`` is None
   and the caller backs off (the pacer knows the drain rate).
 
