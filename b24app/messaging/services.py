@@ -223,7 +223,7 @@ def delivery_record(*, delivery: Delivery, outcome: Outcome, now: datetime | Non
     """Write an attempt's outcome; a success or a limit also updates the weekly ledger."""
     now = now or timezone.now()
     with transaction.atomic():
-        fields = {
+        fields: dict[str, Any] = {
             "status": outcome.status,
             "error_code": outcome.code[:60],
             "error_message": outcome.message[:500],
