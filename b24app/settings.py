@@ -45,6 +45,9 @@ INSTALLED_APPS = [
 B24_SANDBOX = env.bool("B24_SANDBOX", default=False)
 if B24_SANDBOX:
     INSTALLED_APPS.append("b24app.sandbox")
+    # requests-oauthlib refuses plain-HTTP token URLs unless told otherwise; the sandbox's OAuth
+    # server is HTTP on loopback. hosts.oauth_endpoint still admits HTTP only for sandbox hosts.
+    environ.os.environ.setdefault("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -49,7 +49,7 @@ class DbPacerStore:
                 for m, v in row.budgets.items()
             }
             bucket = pacing.BucketState(level=row.level, updated_at=row.updated_at)
-            new, wait = pacing._acquire(
+            new, wait = pacing.decide(
                 bucket, budgets, now, limits, interactive=interactive, method=method
             )
             if wait == 0.0:

@@ -123,6 +123,12 @@ def entry(request: HttpRequest) -> HttpResponse:
     except services.PortalError as exc:
         log.info("entry refused: %s", exc.code)
         return _refusal(exc.status, exc.message)
+    if request.headers.get("X-Frame-Reenter") == "1":
+        # The frame's token expired: its page asked the portal for a fresh AUTH_ID
+        # (refreshAuth) and trades it here for a new frame token, keeping the page and draft.
+        response = JsonResponse({"frame_token": ctx.token()})
+        frame.finish_frame_response(response, ctx)
+        return response
     return _render_frame(request, "portals/home.html", ctx, {"app_sid": data.get("APP_SID") or ""})
 
 

@@ -73,6 +73,48 @@
     return send("resizeWindow", { width: "100%", height: height }, 900);
   }
 
+  // An expired frame token (401 + X-Frame-Expired): get a fresh AUTH_ID for this user from the
+  // portal (refreshAuth), trade it at the entry URL for a new frame token, then repeat the
+  // request. Nothing on the page is reloaded, so a draft being typed is kept.
+  var reentering = null;
+  function reenter() {
+    if (reentering) { return reentering; }
+    reentering = window.B24Frame.refreshAuth().then(function (auth) {
+      if (!auth || !auth.AUTH_ID) { throw new Error("no fresh auth from the portal"); }
+      var form = new FormData();
+      form.append("AUTH_ID", auth.AUTH_ID);
+      form.append("member_id", body.dataset.memberId || "");
+      var protocol = origin.indexOf("https://") === 0 ? "1" : "0";
+      var url = (body.dataset.entryUrl || "/b24/app/") + "?DOMAIN=" +
+        encodeURIComponent(body.dataset.domain || "") + "&PROTOCOL=" + protocol;
+      return fetch(url, { method: "POST", body: form, headers: { "X-Frame-Reenter": "1" } });
+    }).then(function (response) {
+      if (!response.ok) { throw new Error("re-entry refused"); }
+      return response.json();
+    }).then(function (data) {
+      setToken(data.frame_token);
+      return data.frame_token;
+    }).finally(function () { reentering = null; });
+    return reentering;
+  }
+
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail && event.detail.xhr;
+    var elt = event.detail && event.detail.elt;
+    if (!xhr || xhr.status !== 401 || xhr.getResponseHeader("X-Frame-Expired") !== "1") { return; }
+    if (elt && elt.dataset.reentered === "1") { return; }
+    reenter().then(function () {
+      if (elt) {
+        elt.dataset.reentered = "1";
+        htmx.trigger(elt, event.detail.requestConfig.triggeringEvent ?
+          event.detail.requestConfig.triggeringEvent.type : "click");
+        setTimeout(function () { delete elt.dataset.reentered; }, 5000);
+      }
+    }).catch(function () {
+      body.dispatchEvent(new CustomEvent("b24:session-lost", { bubbles: true }));
+    });
+  });
+
   document.addEventListener("htmx:afterRequest", function (event) {
     var xhr = event.detail && event.detail.xhr;
     if (xhr) { setToken(xhr.getResponseHeader("X-Frame-Token")); }

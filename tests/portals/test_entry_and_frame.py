@@ -206,3 +206,19 @@ def test_a_token_cannot_be_replayed_against_a_reused_portal_id(
     Portal.objects.filter(pk=portal.pk).update(member_id="c" * 32)
 
     assert client.get("/app/", headers={"X-Frame-Token": token}).status_code == 403
+
+
+def test_an_expired_frame_can_trade_a_fresh_auth_id_for_a_new_token(
+    client: Client, make_portal: Callable[..., Portal], fake_bitrix: FakeBitrix
+):
+    make_portal()
+    access, _refresh = fake_bitrix.issue(MEMBER_ID, 7)
+
+    response = client.post(
+        f"/b24/app/?DOMAIN={DOMAIN}&PROTOCOL=1",
+        {"AUTH_ID": access, "member_id": MEMBER_ID},
+        headers={"X-Frame-Reenter": "1"},
+    )
+
+    assert response.status_code == 200
+    assert frame.read_token(response.json()["frame_token"]).user_id == 7
