@@ -45,3 +45,6 @@ clean:
 
 vendor:
 	bash scripts/vendor.sh
+
+bench: $(STAMP) .env
+	$(PY) -m bench.run $(BENCH_ARGS)
