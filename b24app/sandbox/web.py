@@ -325,6 +325,8 @@ class SandboxWeb:
             user_id = int(body.pop("user", 1))
             clean = bool(body.pop("clean", False))
             install_if_needed = bool(body.pop("install_if_needed", False))
+            if "app_url" in body:
+                sb.app_url = str(body.pop("app_url")).rstrip("/")
             if "clock_offset_s" in body:
                 sb.clock_offset = float(body.pop("clock_offset_s"))
             if "advance_s" in body:
