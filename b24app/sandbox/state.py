@@ -409,7 +409,8 @@ class Sandbox:
         url_preview: bool,
     ) -> dict[str, Any]:
         """Store a delivered message and write its weekly-ledger row (spec §5.7)."""
-        now = self.now()
+        # Round to the microsecond first, so `ts` and `delivered_at` compare equal in filters.
+        now = datetime.fromtimestamp(self.now(), tz=UTC).timestamp()
         self.delivery_seq += 1
         delivery = {
             "id": self.delivery_seq,
