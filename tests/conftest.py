@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["tests.plugins.sandbox"]
+
 SERVICE_MARKERS = ("sandbox", "worker", "postgres", "redis", "rabbitmq", "browser")
 REQUIRED = {s.strip() for s in os.environ.get("B24_REQUIRE", "").split(",") if s.strip()}
 
