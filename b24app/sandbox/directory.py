@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 __all__ = ["Department", "Directory", "User", "build_directory"]
@@ -107,7 +108,12 @@ class User:
         return f"{self.name} {self.last_name}".strip()
 
     def as_rest(self) -> dict[str, Any]:
-        """The row as `user.get` returns it (ID as string, ACTIVE as bool)."""
+        """The row as `user.get` returns it (ID as string, ACTIVE as bool); a fresh copy."""
+        return {**self.rest_row, "UF_DEPARTMENT": list(self.departments)}
+
+    @cached_property
+    def rest_row(self) -> dict[str, Any]:
+        """The `user.get` row, built once; treat it as read-only."""
         return {
             "ID": str(self.id),
             "XML_ID": f"sandbox-{self.id}",

@@ -163,31 +163,40 @@ def _split_op(key: str) -> tuple[str, str]:
     return "", key
 
 
-def _compare(actual: Any, op: str, wanted: Any) -> bool:
-    """Compare one field against one filter value with a Bitrix-style operator."""
+def _matcher(op: str, wanted: Any) -> Callable[[Any], bool]:
+    """A predicate for one filter: a field value against a Bitrix-style operator and value(s)."""
     negate = op.startswith("!")
     op = op.lstrip("!")
     candidates = _values(wanted)
-    if isinstance(actual, bool):
-        hit = any(actual == _truthy(w) for w in candidates)
-    elif isinstance(actual, list):  # UF_DEPARTMENT
-        hit = any(_int(w, -1) in actual for w in candidates)
-    elif isinstance(actual, int):
-        if op in (">", "<", ">=", "<="):
-            limit = _int(candidates[0], 0)
-            hit = {
-                ">": actual > limit,
-                "<": actual < limit,
-                ">=": actual >= limit,
-                "<=": actual <= limit,
-            }[op]
+    bools = {_truthy(w) for w in candidates}
+    ints = {_int(w, -1) for w in candidates}
+    texts = {str(w).casefold() for w in candidates}
+    limit = _int(candidates[0], 0) if candidates else 0
+
+    def match(actual: Any) -> bool:
+        if isinstance(actual, bool):
+            hit = actual in bools
+        elif isinstance(actual, list):  # UF_DEPARTMENT
+            hit = any(item in ints for item in actual)
+        elif isinstance(actual, int):
+            if op == ">":
+                hit = actual > limit
+            elif op == "<":
+                hit = actual < limit
+            elif op == ">=":
+                hit = actual >= limit
+            elif op == "<=":
+                hit = actual <= limit
+            else:
+                hit = actual in ints
+        elif op == "%":
+            value = str(actual).casefold()
+            hit = any(text in value for text in texts)
         else:
-            hit = any(actual == _int(w, -1) for w in candidates)
-    elif op == "%":
-        hit = any(str(w).casefold() in str(actual).casefold() for w in candidates)
-    else:
-        hit = any(str(actual).casefold() == str(w).casefold() for w in candidates)
-    return not hit if negate else hit
+            hit = str(actual).casefold() in texts
+        return hit != negate
+
+    return match
 
 
 def _filters(call: Call) -> list[tuple[str, str, Any]]:
@@ -209,9 +218,9 @@ def _filters(call: Call) -> list[tuple[str, str, Any]]:
 def _page(call: Call, rows: list[Any]) -> Outcome:
     start = _int(call.param("START", 0), 0)
     if start == -1:  # counting switched off (spec §3.5)
-        return Outcome(rows[:PAGE])
+        return Outcome([dict(row) for row in rows[:PAGE]])
     start = max(start, 0)
-    page = rows[start : start + PAGE]
+    page = [dict(row) for row in rows[start : start + PAGE]]
     more = start + PAGE < len(rows)
     return Outcome(page, total=len(rows), next=start + PAGE if more else None)
 
@@ -222,6 +231,9 @@ def _sort(call: Call, rows: list[dict[str, Any]], default: str) -> list[dict[str
     if isinstance(sort, Mapping):  # {"NAME": "DESC"}
         sort, order = next(iter(sort.items()), (default, "ASC"))
     field = str(sort).upper()
+    descending = str(order).upper() == "DESC"
+    if field == default == "ID" and not descending:
+        return rows  # the directory is kept in ID order already
 
     def key(row: dict[str, Any]) -> tuple[int, Any]:
         value = row.get(field)
@@ -229,7 +241,7 @@ def _sort(call: Call, rows: list[dict[str, Any]], default: str) -> list[dict[str
             return (0, _int(value))
         return (1, str(value or "").casefold())
 
-    return sorted(rows, key=key, reverse=str(order).upper() == "DESC")
+    return sorted(rows, key=key, reverse=descending)
 
 
 # --- methods ------------------------------------------------------------------------------
@@ -278,29 +290,27 @@ def user_current(call: Call) -> Outcome:
 
 
 def _user_rows(call: Call, find: str | None) -> list[dict[str, Any]]:
-    filters = _filters(call)
     terms = find.casefold().split() if find else []
+    checks: list[tuple[str, Callable[[Any], bool]]] = []
+    for op, field, value in _filters(call):
+        if field in ("NAME_SEARCH", "FIND"):
+            terms += str(value).casefold().split()
+        else:
+            checks.append((field, _matcher(op, value)))
     rows = []
     for user in call.portal.directory.users.values():
-        row = user.as_rest()
+        row = user.rest_row
         if terms:
             hay = " ".join(
                 [user.name, user.last_name, user.second_name, user.email, user.position]
             ).casefold()
             if not all(term in hay for term in terms):
                 continue
-        ok = True
-        for op, field, value in filters:
-            if field in ("NAME_SEARCH", "FIND"):
-                hay = f"{user.name} {user.last_name} {user.email}".casefold()
-                ok = all(t in hay for t in str(value).casefold().split())
-            elif field == "ID":
-                ok = _compare(user.id, op, value)
-            elif field in row:
-                ok = _compare(row[field], op, value)
-            if not ok:
-                break
-        if ok:
+        if all(
+            check(user.id if field == "ID" else row[field])
+            for field, check in checks
+            if field == "ID" or field in row
+        ):
             rows.append(row)
     return _sort(call, rows, "ID")
 
@@ -321,7 +331,7 @@ def user_search(call: Call) -> Outcome:
 
 def department_get(call: Call) -> Outcome:
     """`department.get`: filter by ID, NAME, PARENT, UF_HEAD, SORT; 50 per page."""
-    filters = _filters(call)
+    checks = [(field, _matcher(op, value)) for op, field, value in _filters(call)]
     rows = []
     for dept in call.portal.directory.departments.values():
         row = dept.as_rest()
@@ -332,10 +342,7 @@ def department_get(call: Call) -> Outcome:
             "UF_HEAD": dept.head,
             "SORT": dept.sort,
         }
-        if all(
-            field not in values or _compare(values[field], op, value)
-            for op, field, value in filters
-        ):
+        if all(field not in values or check(values[field]) for field, check in checks):
             rows.append(row)
     return _page(call, _sort(call, rows, "SORT"))
 

@@ -221,6 +221,7 @@ class Sandbox:
         self.base_port = base_port
         self.host = host
         self.app_url = app_url.rstrip("/")
+        self.initial_app_url = self.app_url
         self.client_id = client_id
         self.client_secret = client_secret
         self.user_count = users
@@ -326,6 +327,7 @@ class Sandbox:
         """Back to a fresh start: no installs, tokens, deliveries or faults; no clock offset."""
         self.settings = {**SETTING_DEFAULTS, **self.initial_settings}
         self.clock_offset = 0.0
+        self.app_url = self.initial_app_url
         for index, old in list(self.portals.items()):
             self.portals[index] = Portal(
                 index=index, port=old.port, host=old.host, directory=old.directory

@@ -50,11 +50,11 @@ __all__ = ["DropConnection", "SandboxWeb"]
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
-_STATIC_DIR = Path(settings.BASE_DIR) / "static"
+# name -> (path under static/, content type); read from disk on each request (no caching).
 _STATIC_FILES = {
-    "portal.css": (_STATIC_DIR / "sandbox" / "portal.css", "text/css"),
-    "portal.js": (_STATIC_DIR / "sandbox" / "portal.js", "text/javascript"),
-    "chat.css": (_STATIC_DIR / "css" / "chat.css", "text/css"),
+    "portal.css": ("sandbox/portal.css", "text/css"),
+    "portal.js": ("sandbox/portal.js", "text/javascript"),
+    "chat.css": ("css/chat.css", "text/css"),
 }
 
 
@@ -421,9 +421,11 @@ class SandboxWeb:
     def view_static(self, request: Request, name: str, portal: Portal | None = None) -> Response:
         """The portal's CSS/JS and the team's chat CSS."""
         entry = _STATIC_FILES.get(name)
-        if entry is None or not entry[0].exists():
+        if entry is None:
             raise NotFound()
-        path, mimetype = entry
+        path, mimetype = Path(settings.BASE_DIR) / "static" / entry[0], entry[1]
+        if not path.exists():
+            raise NotFound()
         response = Response(path.read_bytes(), mimetype=mimetype)
         response.headers["Cache-Control"] = "no-cache"
         return response
