@@ -7,3 +7,15 @@ class CampaignsConfig(AppConfig):
     name = "b24app.campaigns"
     label = "campaigns"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from typing import Any
+
+        from b24app.campaigns import services, tasks  # noqa: F401 - connects worker_ready
+        from b24app.portals.models import Portal
+        from b24app.portals.signals import portal_uninstalled
+
+        def on_uninstall(sender: Any, portal: Portal, clean: bool, **_kwargs: Any) -> None:
+            services.campaigns_on_uninstall(portal=portal, clean=clean)
+
+        portal_uninstalled.connect(on_uninstall, dispatch_uid="campaigns-uninstall", weak=False)

@@ -254,6 +254,74 @@ def delivery_record(*, delivery: Delivery, outcome: Outcome, now: datetime | Non
         setattr(delivery, key, value)
 
 
+def deliveries_record(
+    *,
+    portal: Portal,
+    line_code: str,
+    results: Sequence[tuple[int, int, Outcome]],
+    now: datetime | None = None,
+) -> None:
+    """Write the outcomes of many attempts on one line at once (a campaign's batch).
+
+    `results` holds `(delivery_id, user_id, outcome)`. The rules are those of `delivery_record`
+    (only rows still `sending` change; a success writes the ledger; a limit we did not predict
+    writes a `server` ledger row), but the cost is one UPDATE per distinct outcome plus at most
+    two ledger statements, whatever the number of results.
+    """
+    now = now or timezone.now()
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    sent: list[int] = []
+    limited: list[int] = []
+    for delivery_id, user_id, outcome in results:
+        key = (outcome.status, outcome.code[:60], outcome.message[:500])
+        groups.setdefault(key, []).append(delivery_id)
+        if outcome.status == Delivery.Status.SENT:
+            sent.append(user_id)
+        elif outcome.status == Delivery.Status.LIMITED:
+            limited.append(user_id)
+    with transaction.atomic():
+        for (status, code, message), ids in groups.items():
+            fields: dict[str, Any] = {
+                "status": status,
+                "error_code": code,
+                "error_message": message,
+            }
+            if status in Delivery.FINAL:
+                fields["finished_at"] = now
+            Delivery.objects.filter(pk__in=ids, status=Delivery.Status.SENDING).update(**fields)
+        if sent:
+            LimitEntry.objects.bulk_create(
+                [
+                    LimitEntry(
+                        portal=portal,
+                        line_code=line_code,
+                        user_id=user_id,
+                        sent_at=now,
+                        source=LimitEntry.Source.APP,
+                    )
+                    for user_id in sent
+                ],
+                update_conflicts=True,
+                unique_fields=["portal", "line_code", "user_id"],
+                update_fields=["sent_at", "source"],
+            )
+        if limited:
+            # Only where we had no row: the server knows of a send we do not.
+            LimitEntry.objects.bulk_create(
+                [
+                    LimitEntry(
+                        portal=portal,
+                        line_code=line_code,
+                        user_id=user_id,
+                        sent_at=now,
+                        source=LimitEntry.Source.SERVER,
+                    )
+                    for user_id in limited
+                ],
+                ignore_conflicts=True,
+            )
+
+
 def delivery_send(*, delivery_id: int, interactive: bool) -> Delivery:
     """Claim one queued delivery and send it; returns the delivery as it ended up.
 
