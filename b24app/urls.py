@@ -7,5 +7,6 @@ from django.urls import include, path
 
 urlpatterns = [
     path("", include("b24app.portals.urls")),
+    path("app/messages/", include("b24app.messaging.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -15,13 +15,13 @@ from datetime import datetime
 from typing import Any
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from b24app.bitrix import client, errors
 from b24app.messaging import payload
-from b24app.messaging.models import Delivery, LimitEntry, Line
+from b24app.messaging.models import Delivery, Draft, LimitEntry, Line, Template
 from b24app.portals import pacer
 from b24app.portals.models import Portal
 from b24app.portals.services import PortalError, PortalUnavailable, portal_call
@@ -394,3 +394,157 @@ def line_join(*, portal: Portal, code: str, name: str = "") -> Line:
         line.joined_at = timezone.now()
     line.save()
     return line
+
+
+# --- Composer support: the ledger as shown before sending, drafts, templates, history ---------
+
+
+class MessagingError(Exception):
+    """A composer request the user must correct (shown inline next to its field)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class LimitStatus:
+    """What our weekly-limit ledger says about one (portal, line, recipient), right now."""
+
+    exempt: bool
+    entry: LimitEntry | None
+    blocked: bool
+
+    @property
+    def sent_at(self) -> datetime | None:
+        return self.entry.sent_at if self.entry else None
+
+    @property
+    def next_allowed_at(self) -> datetime | None:
+        return self.entry.next_allowed_at if self.entry else None
+
+
+def limit_status(
+    *, portal: Portal, line_code: str, user_id: int, now: datetime | None = None
+) -> LimitStatus:
+    """The ledger row for this recipient on this line and whether it blocks a send now.
+
+    NFR portals have no weekly limit (spec §5.7): they are reported as exempt and never blocked,
+    the same rule `limit_blocks` applies when sending.
+    """
+    if portal.nfr:
+        return LimitStatus(exempt=True, entry=None, blocked=False)
+    entry = limit_entry(portal=portal, line_code=line_code, user_id=user_id)
+    blocked = entry is not None and entry.blocks(now or timezone.now())
+    return LimitStatus(exempt=False, entry=entry, blocked=blocked)
+
+
+#: A draft is the composer's raw form data; anything larger is a paste gone wrong.
+DRAFT_MAX_CHARS = 200_000
+
+
+def draft_get(*, portal: Portal, user_id: int) -> Draft | None:
+    """The user's autosaved composer state on this portal, if any."""
+    return Draft.objects.filter(portal=portal, user_id=user_id).first()
+
+
+def draft_save(*, portal: Portal, user_id: int, data: Mapping[str, str]) -> Draft:
+    """Autosave the composer's unsent form data (one draft per user and portal).
+
+    The draft keeps exactly what was typed, invalid values included, so nothing is lost; it is
+    not a message and is never validated. Raises MessagingError when it is unreasonably large.
+    """
+    clean = {str(key): str(value) for key, value in data.items()}
+    if sum(len(key) + len(value) for key, value in clean.items()) > DRAFT_MAX_CHARS:
+        raise MessagingError("DRAFT_TOO_LARGE", _("The draft is too large to autosave."))
+    draft, _created = Draft.objects.update_or_create(
+        portal=portal, user_id=user_id, defaults={"data": clean}
+    )
+    return draft
+
+
+def draft_delete(*, portal: Portal, user_id: int) -> None:
+    """Forget the user's draft (after a send, or when they start over)."""
+    Draft.objects.filter(portal=portal, user_id=user_id).delete()
+
+
+class TemplateRefused(SendRefused):
+    """The template's message would be refused; each error belongs next to its field."""
+
+
+def template_save(
+    *,
+    portal: Portal,
+    name: str,
+    message: str,
+    attach: Any = None,
+    keyboard: Any = None,
+    url_preview: bool = True,
+    created_by: int | None = None,
+) -> Template:
+    """Save a reusable message for the whole portal; the same name replaces the old one.
+
+    Only a message that could be sent is saved (text, ATTACH and KEYBOARD pass the same checks
+    as `message_send`), stored as Bitrix structures so campaigns can reuse it as it is.
+    """
+    name = " ".join(name.split())[:200]
+    if not name:
+        raise TemplateRefused([FieldError("NAME_EMPTY", "NAME", _("Give the template a name."))])
+    params = {"MESSAGE": message, "URL_PREVIEW": "Y" if url_preview else "N"}
+    if attach:
+        params["ATTACH"] = attach
+    if keyboard:
+        params["KEYBOARD"] = keyboard
+    problems = [
+        problem
+        for problem in message_validate(params)
+        if problem.field.split(".")[0].split("[")[0] in ("MESSAGE", "ATTACH", "KEYBOARD")
+    ]
+    if problems:
+        raise TemplateRefused(problems)
+    data = {
+        "message": message,
+        "attach": attach or None,
+        "keyboard": keyboard or None,
+        "url_preview": url_preview,
+    }
+    with transaction.atomic():
+        template = Template.objects.filter(portal=portal, name=name).first()
+        if template is None:
+            template = Template(portal=portal, name=name, created_by=created_by)
+        template.data = data
+        template.save()
+    return template
+
+
+def template_delete(*, template: Template) -> None:
+    """Remove a template (the caller has scoped it to the frame's portal)."""
+    template.delete()
+
+
+def deliveries_for(
+    *,
+    portal: Portal,
+    status: str = "",
+    line: Line | None = None,
+    user_id: int | None = None,
+    recipient: str = "",
+    kind: str = "",
+) -> QuerySet[Delivery]:
+    """The portal's deliveries, newest first, narrowed by the history page's filters.
+
+    `recipient` matches the stored recipient name (case-insensitive substring).
+    """
+    deliveries = Delivery.objects.filter(portal=portal).select_related("line")
+    if status:
+        deliveries = deliveries.filter(status=status)
+    if line is not None:
+        deliveries = deliveries.filter(line=line)
+    if user_id is not None:
+        deliveries = deliveries.filter(user_id=user_id)
+    if recipient:
+        deliveries = deliveries.filter(recipient_name__icontains=recipient)
+    if kind:
+        deliveries = deliveries.filter(kind=kind)
+    return deliveries.order_by("-created_at", "-pk")
