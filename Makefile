@@ -41,7 +41,7 @@ migrations-check: $(STAMP) .env
 	$(PY) manage.py makemigrations --check --dry-run
 
 clean:
-	rm -rf $(VENV) db.sqlite3* .test-db.sqlite3* celery-broker.sqlite3* .celerybeat-schedule* staticfiles
+	rm -rf $(VENV) db.sqlite3* .test-db* celery-broker.sqlite3* .celerybeat-schedule* staticfiles
 
 vendor:
 	bash scripts/vendor.sh
