@@ -19,6 +19,7 @@ below reproduce it, because the sandbox must refuse and accept exactly what a po
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -26,20 +27,50 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias, TypeVar
+
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 
 __all__ = [
     "ATTACH_SIZE_LIMIT",
     "POLICY_SIZE_LIMIT",
     "SERVER_ERRORS",
+    "Attach",
+    "Block",
+    "DelimiterBlock",
+    "FileBlock",
+    "FileItem",
+    "GridBlock",
+    "GridItem",
+    "ImageBlock",
+    "ImageItem",
+    "Keyboard",
+    "LinkBlock",
+    "LinkButton",
+    "MessageBlock",
+    "MessageText",
+    "NewLine",
+    "Payload",
+    "PayloadError",
+    "Problem",
+    "RichLinkBlock",
     "ServerMessage",
     "ServerRefusal",
+    "UserBlock",
     "attach_size",
     "canonical_error_code",
     "parse_attach",
     "parse_keyboard",
     "server_accept",
     "server_refusal",
+    "validate_attach",
+    "validate_keyboard",
+    "validate_params",
 ]
 
 SizeRule: TypeAlias = Literal["chars", "bytes"]
@@ -466,6 +497,8 @@ def parse_attach(
         "BLOCKS": [],
         "DESCRIPTION": "",
     }
+    # Spec §5.5: no COLOR key when none is sent. (The newest source's constructor even then
+    # picks a random colour: 18 more characters, which only matters within 18 of the limit.)
     if _eq(color, "TRANSPARENT"):
         result["COLOR"] = "transparent"
     elif not _eq(color, "CHAT"):
@@ -724,6 +757,8 @@ def parse_keyboard(value: Any, bot_id: Any = None) -> dict[str, Any] | None:
             normalised = _server_button(button, owner, defaults, vote)
             if normalised is not None:
                 buttons.append(normalised)
+    # A line break is an entry too, so a keyboard of line breaks only is not empty: the source
+    # accepts it (spec §5.6 says "no button survives"; the app's policy refuses it anyway).
     return {"BUTTONS": buttons} if buttons else None
 
 
@@ -941,3 +976,1018 @@ def server_accept(
         keyboard=keyboard,
         url_preview=url_preview,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer 2: the app's policy
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reason to refuse a payload.
+
+    `code` is the server's error code (or KEYBOARD_OVERSIZE for the app's own keyboard cap),
+    `field` a path such as `ATTACH.BLOCKS[2].LINK.LINK` or `KEYBOARD.BUTTONS[0].LINK`, and
+    `policy` is true when no server version would refuse for this reason: only the app does.
+    """
+
+    code: str
+    field: str
+    message: StrOrPromise = dataclasses.field(compare=False, repr=False)
+    policy: bool = False
+
+
+class PayloadError(ValueError):
+    """Raised by `from_bitrix()` for input the policy refuses; carries every problem."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.code}" for p in problems))
+        self.problems = problems
+
+
+# The server's check order (spec §5.3); the app's keyboard cap comes after everything else.
+_RANK = {
+    "CODE": 0,
+    "NOT_FOUND": 1,
+    "USER_ID_EMPTY": 2,
+    "USER_MESSAGE_LIMIT": 3,
+    "MESSAGE_EMPTY": 4,
+    "ATTACH_OVERSIZE": 5,
+    "ATTACH_ERROR": 6,
+    "KEYBOARD_ERROR": 7,
+    "KEYBOARD_OVERSIZE": 8,
+}
+_CODE_RE = re.compile(r"[\x21-\x7e]{32}")  # 32 printable ASCII characters: same in chars and bytes
+_SPACE_RE = re.compile(r"[\s\x00-\x1f\x7f]")
+_MAX_ID = 2**31 - 1
+_MAX_FILE_SIZE = 2**53 - 1
+_COLOR_TOKENS = ("primary", "secondary", "alert", "base")
+# A fixed ten-digit ID for measuring: the server puts the current unix time there.
+_MEASURE_NOW = 1_700_000_000
+
+_Validator: TypeAlias = Callable[[Any], "StrOrPromise | None"]
+
+
+class _Checker:
+    """Collects problems of one error code; every problem starts as policy-only."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, message: StrOrPromise) -> None:
+        self.problems.append(Problem(self.code, path, message, policy=True))
+
+    def server_refuses(self, fallback_path: str, fallback: StrOrPromise) -> list[Problem]:
+        """The server refuses the whole field too: the problems are no longer policy-only."""
+        if not self.problems:
+            self.add(fallback_path, fallback)
+        return [dataclasses.replace(p, policy=False) for p in self.problems]
+
+
+def _blank(value: Any) -> bool:
+    # Blank for Python or for PHP's trim(), which also strips NUL but no Unicode spaces.
+    return not isinstance(value, str) or not value.strip() or not value.strip(_PHP_TRIM)
+
+
+def _text(value: Any) -> StrOrPromise | None:
+    return _("Enter some text here; it can't be blank.") if _blank(value) else None
+
+
+def _button_text(value: Any) -> StrOrPromise | None:
+    # The keyboard parser tests TEXT with PHP's empty(), which is true for "0".
+    if value == "0":
+        return _("A button text of just “0” is dropped by Bitrix.")
+    return _text(value)
+
+
+def _url(value: Any) -> StrOrPromise | None:
+    if isinstance(value, str) and _URL_RE.match(value) and not _SPACE_RE.search(value):
+        return None
+    return _("A link must start with https://, http:// or / and contain no spaces.")
+
+
+def _color(value: Any) -> StrOrPromise | None:
+    return None if _is_color(value) else _("A colour must look like #RGB or #RRGGBB.")
+
+
+def _attach_color(value: Any) -> StrOrPromise | None:
+    return None if value == "TRANSPARENT" else _color(value)
+
+
+def _positive(limit: int) -> _Validator:
+    def check(value: Any) -> StrOrPromise | None:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= limit:
+            return None
+        return _("This must be a positive whole number.")
+
+    return check
+
+
+def _choice(*choices: str) -> _Validator:
+    def check(value: Any) -> StrOrPromise | None:
+        if isinstance(value, str) and value in choices:
+            return None
+        return format_lazy(_("Choose one of: {choices}."), choices=", ".join(choices))
+
+    return check
+
+
+_POSITIVE = _positive(_MAX_ID)
+_YES_NO = _choice("Y", "N")
+_UNKNOWN_FIELD = _("Bitrix ignores this field here, so it is not allowed.")
+_NOT_LINK_BUTTON = _("Only link buttons are allowed: TEXT and LINK, plus optional styling.")
+
+
+@dataclass(frozen=True)
+class _ItemRule:
+    fields: Mapping[str, _Validator]
+    required: tuple[str, ...]
+    cross_check: Callable[[dict[str, Any], str, _Checker], None] | None = None
+
+
+def _check_item(
+    item: Any, path: str, rule: _ItemRule, checker: _Checker, unknown: StrOrPromise = _UNKNOWN_FIELD
+) -> None:
+    if not isinstance(item, dict):
+        checker.add(path, _("Expected an object here."))
+        return
+    for key, value in item.items():
+        validator = rule.fields.get(key)
+        if validator is None:
+            checker.add(f"{path}.{key}", unknown)
+            continue
+        message = validator(value)
+        if message is not None:
+            checker.add(f"{path}.{key}", message)
+    for key in rule.required:
+        if key not in item:
+            checker.add(f"{path}.{key}", _("This field is required."))
+    if rule.cross_check is not None:
+        rule.cross_check(item, path, checker)
+
+
+def _size_needs_preview(item: dict[str, Any], path: str, checker: _Checker) -> None:
+    # The server keeps WIDTH/HEIGHT of a LINK block only next to a valid PREVIEW.
+    if "PREVIEW" not in item:
+        for key in ("WIDTH", "HEIGHT"):
+            if key in item:
+                checker.add(f"{path}.{key}", _("WIDTH and HEIGHT need a PREVIEW image."))
+
+
+def _preview_or_extra(item: dict[str, Any], path: str, checker: _Checker) -> None:
+    if "PREVIEW" in item and "EXTRA_IMAGE" in item:
+        checker.add(f"{path}.EXTRA_IMAGE", _("Use PREVIEW or EXTRA_IMAGE, not both."))
+
+
+def _user_link_or_id(item: dict[str, Any], path: str, checker: _Checker) -> None:
+    if "USER_ID" in item and "LINK" in item:
+        checker.add(f"{path}.LINK", _("Use LINK or USER_ID, not both."))
+
+
+_LINK_RULE = _ItemRule(
+    fields={
+        "LINK": _url,
+        "NAME": _text,
+        "DESC": _text,
+        "PREVIEW": _url,
+        "WIDTH": _POSITIVE,
+        "HEIGHT": _POSITIVE,
+    },
+    required=("LINK",),
+    cross_check=_size_needs_preview,
+)
+_RICH_LINK_RULE = _ItemRule(
+    fields={"LINK": _url, "NAME": _text, "DESC": _text, "PREVIEW": _url, "EXTRA_IMAGE": _url},
+    required=("LINK",),
+    cross_check=_preview_or_extra,
+)
+_USER_RULE = _ItemRule(
+    fields={
+        "NAME": _text,
+        "AVATAR": _url,
+        "AVATAR_TYPE": _choice("USER", "CHAT", "BOT"),
+        "LINK": _url,
+        "USER_ID": _POSITIVE,
+    },
+    required=("NAME",),
+    cross_check=_user_link_or_id,
+)
+# NAME and VALUE are both required: the oldest server versions drop an item missing either.
+_GRID_ITEM_RULE = _ItemRule(
+    fields={
+        "DISPLAY": _choice("BLOCK", "LINE", "ROW", "TABLE"),
+        "NAME": _text,
+        "VALUE": _text,
+        "WIDTH": _POSITIVE,
+        "HEIGHT": _POSITIVE,
+        "COLOR": _color,
+        "COLOR_TOKEN": _choice(*_COLOR_TOKENS),
+        "LINK": _url,
+        "USER_ID": _POSITIVE,
+        "CHAT_ID": _POSITIVE,
+    },
+    required=("NAME", "VALUE"),
+)
+_IMAGE_RULE = _ItemRule(
+    fields={"LINK": _url, "NAME": _text, "PREVIEW": _url, "WIDTH": _POSITIVE, "HEIGHT": _POSITIVE},
+    required=("LINK",),
+)
+_FILE_RULE = _ItemRule(
+    fields={"LINK": _url, "NAME": _text, "SIZE": _positive(_MAX_FILE_SIZE)},
+    required=("LINK",),
+)
+_DELIMITER_RULE = _ItemRule(fields={"SIZE": _POSITIVE, "COLOR": _color}, required=())
+_BUTTON_RULE = _ItemRule(
+    fields={
+        "TEXT": _button_text,
+        "LINK": _url,
+        "BG_COLOR": _color,
+        "TEXT_COLOR": _color,
+        "BG_COLOR_TOKEN": _choice(*_COLOR_TOKENS),
+        "DISPLAY": _choice("LINE", "BLOCK"),
+        "WIDTH": _POSITIVE,
+        "BLOCK": _YES_NO,
+        "DISABLED": _YES_NO,
+        "CONTEXT": _choice("MOBILE", "DESKTOP", "ALL"),
+    },
+    required=("TEXT", "LINK"),
+)
+
+
+def _one_or_many_rule(rule: _ItemRule) -> Callable[[Any, str, _Checker], None]:
+    def check(body: Any, path: str, checker: _Checker) -> None:
+        if isinstance(body, dict):
+            _check_item(body, path, rule, checker)
+        elif isinstance(body, list) and body:
+            for index, item in enumerate(body):
+                _check_item(item, f"{path}[{index}]", rule, checker)
+        else:
+            checker.add(path, _("Expected an object or a non-empty list of objects."))
+
+    return check
+
+
+def _check_message_block(body: Any, path: str, checker: _Checker) -> None:
+    if isinstance(body, dict):
+        # Older servers trim() the object itself and drop the block.
+        checker.add(path, _("Send the block text as plain text, not as an object."))
+        return
+    message = _text(body)
+    if message is not None:
+        checker.add(path, message)
+
+
+def _check_grid_block(body: Any, path: str, checker: _Checker) -> None:
+    if not isinstance(body, list) or not body:
+        checker.add(path, _("A grid needs a non-empty list of items."))
+        return
+    for index, item in enumerate(body):
+        _check_item(item, f"{path}[{index}]", _GRID_ITEM_RULE, checker)
+
+
+def _check_delimiter_block(body: Any, path: str, checker: _Checker) -> None:
+    _check_item(body, path, _DELIMITER_RULE, checker)
+
+
+_BLOCK_CHECKS: dict[str, Callable[[Any, str, _Checker], None]] = {
+    "MESSAGE": _check_message_block,
+    "LINK": _one_or_many_rule(_LINK_RULE),
+    "RICH_LINK": _one_or_many_rule(_RICH_LINK_RULE),
+    "USER": _one_or_many_rule(_USER_RULE),
+    "GRID": _check_grid_block,
+    "IMAGE": _one_or_many_rule(_IMAGE_RULE),
+    "FILE": _one_or_many_rule(_FILE_RULE),
+    "DELIMITER": _check_delimiter_block,
+}
+_ATTACH_FIELDS: dict[str, _Validator] = {
+    "COLOR": _attach_color,
+    "COLOR_TOKEN": _choice(*_COLOR_TOKENS),
+}
+
+
+def _check_block(block: Any, path: str, checker: _Checker) -> None:
+    if not isinstance(block, dict) or len(block) != 1:
+        checker.add(path, _("A block must be an object with exactly one key naming its type."))
+        return
+    ((kind, body),) = block.items()
+    check = _BLOCK_CHECKS.get(kind)
+    if check is None:
+        checker.add(f"{path}.{kind}", _("Unknown block type: Bitrix would drop this block."))
+        return
+    check(body, f"{path}.{kind}", checker)
+
+
+def _decode_attach_policy(value: Any, checker: _Checker) -> Any:
+    """The structure an ATTACH value stands for; a string must be strict JSON of a container."""
+    if not isinstance(value, str):
+        return value
+    ok, decoded = _strict_json(value)
+    if ok and isinstance(decoded, dict | list):
+        return _phpify(decoded)
+    checker.add("ATTACH", _("The attachment must be JSON of an object or a list."))
+    if ok:
+        return None
+    return _phpify(_decode_js(value))  # read it like the server does, to report the rest
+
+
+def _check_attach_structure(value: Any, checker: _Checker) -> None:
+    if isinstance(value, dict):
+        if "BLOCKS" not in value:
+            checker.add("ATTACH.BLOCKS", _("An attachment object needs a BLOCKS list."))
+            return
+        for key, item in value.items():
+            if key == "BLOCKS":
+                continue
+            validator = _ATTACH_FIELDS.get(key)
+            message = _UNKNOWN_FIELD if validator is None else validator(item)
+            if message is not None:
+                checker.add(f"ATTACH.{key}", message)
+        blocks, base = value["BLOCKS"], "ATTACH.BLOCKS"
+    elif isinstance(value, list):
+        blocks, base = value, "ATTACH"
+    else:
+        checker.add("ATTACH", _("The attachment must be an object with BLOCKS or a list."))
+        return
+    if not isinstance(blocks, list) or not blocks:
+        checker.add(base, _("Add at least one block."))
+        return
+    for index, block in enumerate(blocks):
+        _check_block(block, f"{base}[{index}]", checker)
+
+
+def validate_attach(value: Any) -> list[Problem]:
+    """Every problem with an ATTACH value; none for a falsy value (no attachment)."""
+    data = _phpify(value)
+    if _empty(data):
+        return []
+    checker = _Checker("ATTACH_ERROR")
+    structure = _decode_attach_policy(data, checker)
+    if structure is not None:
+        _check_attach_structure(structure, checker)
+    normalised = parse_attach(data, _MEASURE_NOW, random_color=lambda: "#000000")
+    if normalised is None:
+        return checker.server_refuses("ATTACH", _("No block of this attachment is valid."))
+    problems = checker.problems
+    size = attach_size(normalised, "bytes")
+    if size >= POLICY_SIZE_LIMIT:
+        message = format_lazy(
+            _("The attachment is too large: {size} bytes, the limit is {limit}."),
+            size=size,
+            limit=POLICY_SIZE_LIMIT - 1,
+        )
+        oversize = Problem("ATTACH_OVERSIZE", "ATTACH", message, size < ATTACH_SIZE_LIMIT)
+        problems = [oversize, *problems]
+    return problems
+
+
+def _check_buttons(buttons: Any, base: str, checker: _Checker) -> None:
+    if not isinstance(buttons, list) or not buttons:
+        checker.add(base, _("Add at least one link button."))
+        return
+    before = len(checker.problems)
+    links = 0
+    for index, button in enumerate(buttons):
+        path = f"{base}[{index}]"
+        if isinstance(button, dict) and "TYPE" in button:
+            if button != {"TYPE": "NEWLINE"}:
+                checker.add(path, _('A line break is exactly {"TYPE": "NEWLINE"}.'))
+            continue
+        _check_item(button, path, _BUTTON_RULE, checker, unknown=_NOT_LINK_BUTTON)
+        links += 1
+    if links == 0 and len(checker.problems) == before:
+        checker.add(base, _("Add at least one link button; line breaks alone are not a keyboard."))
+
+
+def validate_keyboard(value: Any, bot_id: Any = None) -> list[Problem]:
+    """Every problem with a KEYBOARD value; none for a falsy value (no keyboard).
+
+    `bot_id` is the request's BOT_ID, which the server passes to the keyboard parser.
+    """
+    data = _phpify(value)
+    if _empty(data):
+        return []
+    checker = _Checker("KEYBOARD_ERROR")
+    if isinstance(data, str):
+        checker.add(
+            "KEYBOARD",
+            _("Send the keyboard as an object or a list: this method does not decode a string."),
+        )
+    elif isinstance(data, dict):
+        if "BUTTONS" not in data:
+            checker.add("KEYBOARD.BUTTONS", _("A keyboard object needs a BUTTONS list."))
+        else:
+            for key in data:
+                if key != "BUTTONS":
+                    checker.add(f"KEYBOARD.{key}", _UNKNOWN_FIELD)
+            _check_buttons(data["BUTTONS"], "KEYBOARD.BUTTONS", checker)
+    elif isinstance(data, list):
+        _check_buttons(data, "KEYBOARD", checker)
+    else:
+        checker.add("KEYBOARD", _("The keyboard must be an object with BUTTONS or a list."))
+    normalised = parse_keyboard(data, bot_id)
+    if normalised is None:
+        return checker.server_refuses("KEYBOARD", _("No button of this keyboard is valid."))
+    problems = checker.problems
+    size = attach_size(normalised, "bytes")
+    if size >= POLICY_SIZE_LIMIT:
+        message = format_lazy(
+            _("The keyboard is too large: {size} bytes, the limit is {limit}."),
+            size=size,
+            limit=POLICY_SIZE_LIMIT - 1,
+        )
+        problems = [*problems, Problem("KEYBOARD_OVERSIZE", "KEYBOARD", message, policy=True)]
+    return problems
+
+
+def _code_problems(value: Any) -> list[Problem]:
+    data = _phpify(value)
+    server_ok = _server_code(data, "chars") is not None and _server_code(data, "bytes") is not None
+    if isinstance(value, str) and _CODE_RE.fullmatch(value):
+        return []
+    message = _("The open line code must be exactly 32 characters.")
+    return [Problem("CODE", "CODE", message, policy=server_ok)]
+
+
+def _user_id_problems(value: Any) -> list[Problem]:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= _MAX_ID:
+        return []
+    server_ok = _intval(_phpify(value)) != 0
+    message = _("Choose a recipient: the user ID must be a positive whole number.")
+    return [Problem("USER_ID_EMPTY", "USER_ID", message, policy=server_ok)]
+
+
+def _message_problems(value: Any) -> list[Problem]:
+    if not _blank(value):
+        return []
+    server_ok = _server_message(_phpify(value)) != ""
+    message = _("Write a message: the text can't be empty.")
+    return [Problem("MESSAGE_EMPTY", "MESSAGE", message, policy=server_ok)]
+
+
+def _ordered(problems: list[Problem]) -> list[Problem]:
+    # Whatever the server itself refuses first leads; then the app's own reasons, in check order.
+    return sorted(problems, key=lambda p: (p.policy, _RANK.get(p.code, len(_RANK))))
+
+
+def validate_params(params: Mapping[str, Any]) -> list[Problem]:
+    """Every problem with the method's parameters, the one the server would report first first.
+
+    `params` is the JSON body as the app sends it: CODE, USER_ID, MESSAGE, ATTACH (object,
+    list or JSON string), KEYBOARD (object or list), URL_PREVIEW, optionally BOT_ID. Keys are
+    case-insensitive. Codes are the server's, plus KEYBOARD_OVERSIZE for the app's cap. An
+    empty list means every server version accepts the payload (a joined line and a recipient
+    outside the weekly limit assumed).
+    """
+    upper = {str(key).upper(): value for key, value in params.items()}
+    problems = [
+        *_code_problems(upper.get("CODE")),
+        *_user_id_problems(upper.get("USER_ID")),
+        *_message_problems(upper.get("MESSAGE")),
+        *validate_attach(upper.get("ATTACH")),
+        *validate_keyboard(upper.get("KEYBOARD"), upper.get("BOT_ID")),
+    ]
+    return _ordered(problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer 3: builder objects for the composer
+# ---------------------------------------------------------------------------------------------
+
+ColorToken: TypeAlias = Literal["primary", "secondary", "alert", "base"]
+GridDisplay: TypeAlias = Literal["BLOCK", "LINE", "ROW", "TABLE"]
+AvatarType: TypeAlias = Literal["USER", "CHAT", "BOT"]
+ButtonDisplay: TypeAlias = Literal["LINE", "BLOCK"]
+ButtonContext: TypeAlias = Literal["MOBILE", "DESKTOP", "ALL"]
+
+
+def _compact(*pairs: tuple[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in pairs if value is not None}
+
+
+def _yes_no(flag: bool | None) -> str | None:
+    return None if flag is None else ("Y" if flag else "N")
+
+
+def _flag(value: Any) -> bool | None:
+    return None if value is None else value == "Y"
+
+
+def _raise_if(problems: list[Problem]) -> None:
+    if problems:
+        raise PayloadError(_ordered(problems))
+
+
+def _single_problem(code: str, path: str, message: StrOrPromise) -> PayloadError:
+    return PayloadError([Problem(code, path, message, policy=False)])
+
+
+@dataclass(frozen=True)
+class MessageText:
+    """The MESSAGE parameter: text with BB codes (spec §5.4)."""
+
+    text: str
+
+    def to_bitrix(self) -> str:
+        return self.text
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        _raise_if(_message_problems(data))
+        return cls(text=data)
+
+
+@dataclass(frozen=True)
+class MessageBlock:
+    """`{"MESSAGE": "text"}`: a paragraph with BB codes."""
+
+    text: str
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {"MESSAGE": self.text}
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        return _block_from_bitrix(cls, data)
+
+
+@dataclass(frozen=True)
+class LinkBlock:
+    """`{"LINK": {...}}`: a link with optional description and preview image."""
+
+    link: str
+    name: str | None = None
+    desc: str | None = None
+    preview: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {
+            "LINK": _compact(
+                ("LINK", self.link),
+                ("NAME", self.name),
+                ("DESC", self.desc),
+                ("PREVIEW", self.preview),
+                ("WIDTH", self.width),
+                ("HEIGHT", self.height),
+            )
+        }
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        return _block_from_bitrix(cls, data)
+
+
+@dataclass(frozen=True)
+class RichLinkBlock:
+    """`{"RICH_LINK": {...}}`: a link shown as an expanded preview."""
+
+    link: str
+    name: str | None = None
+    desc: str | None = None
+    preview: str | None = None
+    extra_image: str | None = None
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {
+            "RICH_LINK": _compact(
+                ("LINK", self.link),
+                ("NAME", self.name),
+                ("DESC", self.desc),
+                ("PREVIEW", self.preview),
+                ("EXTRA_IMAGE", self.extra_image),
+            )
+        }
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        return _block_from_bitrix(cls, data)
+
+
+@dataclass(frozen=True)
+class UserBlock:
+    """`{"USER": {...}}`: a person, chat or bot line with an avatar."""
+
+    name: str
+    avatar: str | None = None
+    avatar_type: AvatarType | None = None
+    link: str | None = None
+    user_id: int | None = None
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {
+            "USER": _compact(
+                ("NAME", self.name),
+                ("AVATAR", self.avatar),
+                ("AVATAR_TYPE", self.avatar_type),
+                ("LINK", self.link),
+                ("USER_ID", self.user_id),
+            )
+        }
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        return _block_from_bitrix(cls, data)
+
+
+@dataclass(frozen=True)
+class GridItem:
+    """One NAME/VALUE cell of a GRID block."""
+
+    name: str
+    value: str
+    display: GridDisplay = "BLOCK"
+    width: int | None = None
+    height: int | None = None
+    color: str | None = None
+    color_token: ColorToken | None = None
+    link: str | None = None
+    user_id: int | None = None
+    chat_id: int | None = None
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return _compact(
+            ("DISPLAY", self.display),
+            ("NAME", self.name),
+            ("VALUE", self.value),
+            ("WIDTH", self.width),
+            ("HEIGHT", self.height),
+            ("COLOR", self.color),
+            ("COLOR_TOKEN", self.color_token),
+            ("LINK", self.link),
+            ("USER_ID", self.user_id),
+            ("CHAT_ID", self.chat_id),
+        )
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        item = _item_from_bitrix(data, _GRID_ITEM_RULE, "ATTACH_ERROR")
+        return cls(
+            name=item["NAME"],
+            value=item["VALUE"],
+            display=item.get("DISPLAY", "BLOCK"),
+            width=item.get("WIDTH"),
+            height=item.get("HEIGHT"),
+            color=item.get("COLOR"),
+            color_token=item.get("COLOR_TOKEN"),
+            link=item.get("LINK"),
+            user_id=item.get("USER_ID"),
+            chat_id=item.get("CHAT_ID"),
+        )
+
+
+@dataclass(frozen=True)
+class GridBlock:
+    """`{"GRID": [...]}`: a table of NAME/VALUE items."""
+
+    items: tuple[GridItem, ...]
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {"GRID": [item.to_bitrix() for item in self.items]}
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        return _block_from_bitrix(cls, data)
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One picture of an IMAGE block."""
+
+    link: str
+    name: str | None = None
+    preview: str | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return _compact(
+            ("LINK", self.link),
+            ("NAME", self.name),
+            ("PREVIEW", self.preview),
+            ("WIDTH", self.width),
+            ("HEIGHT", self.height),
+        )
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        item = _item_from_bitrix(data, _IMAGE_RULE, "ATTACH_ERROR")
+        return cls(
+            link=item["LINK"],
+            name=item.get("NAME"),
+            preview=item.get("PREVIEW"),
+            width=item.get("WIDTH"),
+            height=item.get("HEIGHT"),
+        )
+
+
+@dataclass(frozen=True)
+class ImageBlock:
+    """`{"IMAGE": [...]}`: one or more pictures."""
+
+    items: tuple[ImageItem, ...]
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {"IMAGE": [item.to_bitrix() for item in self.items]}
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        return _block_from_bitrix(cls, data)
+
+
+@dataclass(frozen=True)
+class FileItem:
+    """One downloadable file of a FILE block."""
+
+    link: str
+    name: str | None = None
+    size: int | None = None
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return _compact(("LINK", self.link), ("NAME", self.name), ("SIZE", self.size))
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        item = _item_from_bitrix(data, _FILE_RULE, "ATTACH_ERROR")
+        return cls(link=item["LINK"], name=item.get("NAME"), size=item.get("SIZE"))
+
+
+@dataclass(frozen=True)
+class FileBlock:
+    """`{"FILE": [...]}`: one or more files."""
+
+    items: tuple[FileItem, ...]
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {"FILE": [item.to_bitrix() for item in self.items]}
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        return _block_from_bitrix(cls, data)
+
+
+@dataclass(frozen=True)
+class DelimiterBlock:
+    """`{"DELIMITER": {...}}`: a horizontal rule; the server's default width is 200 px."""
+
+    size: int = 200
+    color: str | None = None
+
+    def to_bitrix(self) -> dict[str, Any]:
+        # SIZE is always sent: an empty object disappears in form encoding.
+        return {"DELIMITER": _compact(("SIZE", self.size), ("COLOR", self.color))}
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        return _block_from_bitrix(cls, data)
+
+
+Block: TypeAlias = (
+    MessageBlock
+    | LinkBlock
+    | RichLinkBlock
+    | UserBlock
+    | GridBlock
+    | ImageBlock
+    | FileBlock
+    | DelimiterBlock
+)
+_BlockT = TypeVar("_BlockT", bound=Block)
+
+
+def _as_list(body: Any) -> list[Any]:
+    return body if isinstance(body, list) else [body]
+
+
+def _build_blocks(block: dict[str, Any]) -> list[Block]:
+    """Builder objects for one validated block; a list of links becomes several blocks."""
+    ((kind, body),) = block.items()
+    if kind == "MESSAGE":
+        return [MessageBlock(text=body)]
+    if kind == "LINK":
+        return [
+            LinkBlock(
+                link=item["LINK"],
+                name=item.get("NAME"),
+                desc=item.get("DESC"),
+                preview=item.get("PREVIEW"),
+                width=item.get("WIDTH"),
+                height=item.get("HEIGHT"),
+            )
+            for item in _as_list(body)
+        ]
+    if kind == "RICH_LINK":
+        return [
+            RichLinkBlock(
+                link=item["LINK"],
+                name=item.get("NAME"),
+                desc=item.get("DESC"),
+                preview=item.get("PREVIEW"),
+                extra_image=item.get("EXTRA_IMAGE"),
+            )
+            for item in _as_list(body)
+        ]
+    if kind == "USER":
+        return [
+            UserBlock(
+                name=item["NAME"],
+                avatar=item.get("AVATAR"),
+                avatar_type=item.get("AVATAR_TYPE"),
+                link=item.get("LINK"),
+                user_id=item.get("USER_ID"),
+            )
+            for item in _as_list(body)
+        ]
+    if kind == "GRID":
+        return [GridBlock(items=tuple(GridItem.from_bitrix(item) for item in body))]
+    if kind == "IMAGE":
+        return [ImageBlock(items=tuple(ImageItem.from_bitrix(i) for i in _as_list(body)))]
+    if kind == "FILE":
+        return [FileBlock(items=tuple(FileItem.from_bitrix(i) for i in _as_list(body)))]
+    return [DelimiterBlock(size=body.get("SIZE", 200), color=body.get("COLOR"))]
+
+
+def _block_from_bitrix(cls: type[_BlockT], data: Any) -> _BlockT:
+    block = _phpify(data)
+    checker = _Checker("ATTACH_ERROR")
+    _check_block(block, "BLOCK", checker)
+    _raise_if(checker.problems)
+    built = _build_blocks(block)
+    if len(built) != 1 or not isinstance(built[0], cls):
+        raise _single_problem(
+            "ATTACH_ERROR",
+            "BLOCK",
+            format_lazy(_("Expected exactly one {kind} block."), kind=cls.__name__),
+        )
+    return built[0]
+
+
+def _item_from_bitrix(data: Any, rule: _ItemRule, code: str) -> dict[str, Any]:
+    item = _phpify(data)
+    checker = _Checker(code)
+    _check_item(item, "ITEM", rule, checker)
+    _raise_if(checker.problems)
+    assert isinstance(item, dict)
+    return item
+
+
+@dataclass(frozen=True)
+class Attach:
+    """The ATTACH parameter (spec §5.5), always sent in the full form."""
+
+    blocks: tuple[Block, ...]
+    color: str | None = None
+    color_token: ColorToken | None = None
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {
+            "BLOCKS": [block.to_bitrix() for block in self.blocks],
+            **_compact(("COLOR", self.color), ("COLOR_TOKEN", self.color_token)),
+        }
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        """Read the full form, the short form (a list of blocks) or a JSON string of either."""
+        value = _phpify(data)
+        if _empty(value):
+            raise _single_problem("ATTACH_ERROR", "ATTACH", _("The attachment is empty."))
+        _raise_if(validate_attach(value))
+        if isinstance(value, str):
+            value = _phpify(json.loads(value))
+        blocks = value["BLOCKS"] if isinstance(value, dict) else value
+        built = tuple(b for block in blocks for b in _build_blocks(block))
+        if isinstance(value, dict):
+            return cls(blocks=built, color=value.get("COLOR"), color_token=value.get("COLOR_TOKEN"))
+        return cls(blocks=built)
+
+
+@dataclass(frozen=True)
+class LinkButton:
+    """A keyboard button opening a link: the only button kind this method may carry."""
+
+    text: str
+    link: str
+    bg_color: str | None = None
+    text_color: str | None = None
+    bg_color_token: ColorToken | None = None
+    display: ButtonDisplay | None = None
+    width: int | None = None
+    disabled: bool | None = None
+    block: bool | None = None
+    context: ButtonContext | None = None
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return _compact(
+            ("TEXT", self.text),
+            ("LINK", self.link),
+            ("BG_COLOR", self.bg_color),
+            ("TEXT_COLOR", self.text_color),
+            ("BG_COLOR_TOKEN", self.bg_color_token),
+            ("DISPLAY", self.display),
+            ("WIDTH", self.width),
+            ("DISABLED", _yes_no(self.disabled)),
+            ("BLOCK", _yes_no(self.block)),
+            ("CONTEXT", self.context),
+        )
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        item = _item_from_bitrix(data, _BUTTON_RULE, "KEYBOARD_ERROR")
+        return cls(
+            text=item["TEXT"],
+            link=item["LINK"],
+            bg_color=item.get("BG_COLOR"),
+            text_color=item.get("TEXT_COLOR"),
+            bg_color_token=item.get("BG_COLOR_TOKEN"),
+            display=item.get("DISPLAY"),
+            width=item.get("WIDTH"),
+            disabled=_flag(item.get("DISABLED")),
+            block=_flag(item.get("BLOCK")),
+            context=item.get("CONTEXT"),
+        )
+
+
+@dataclass(frozen=True)
+class NewLine:
+    """`{"TYPE": "NEWLINE"}`: starts a new row of buttons."""
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {"TYPE": "NEWLINE"}
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        if _phpify(data) != {"TYPE": "NEWLINE"}:
+            raise _single_problem(
+                "KEYBOARD_ERROR", "BUTTON", _('A line break is exactly {"TYPE": "NEWLINE"}.')
+            )
+        return cls()
+
+
+def _build_button(button: dict[str, Any]) -> LinkButton | NewLine:
+    return NewLine() if "TYPE" in button else LinkButton.from_bitrix(button)
+
+
+@dataclass(frozen=True)
+class Keyboard:
+    """The KEYBOARD parameter (spec §5.6), always sent in the full form."""
+
+    buttons: tuple[LinkButton | NewLine, ...]
+
+    def to_bitrix(self) -> dict[str, Any]:
+        return {"BUTTONS": [button.to_bitrix() for button in self.buttons]}
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        """Read `{"BUTTONS": [...]}` or a bare list; a string is refused as the server does."""
+        value = _phpify(data)
+        if _empty(value):
+            raise _single_problem("KEYBOARD_ERROR", "KEYBOARD", _("The keyboard is empty."))
+        _raise_if(validate_keyboard(value))
+        buttons = value["BUTTONS"] if isinstance(value, dict) else value
+        return cls(buttons=tuple(_build_button(button) for button in buttons))
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What the composer produces: everything but CODE and USER_ID, which vary per recipient."""
+
+    message: MessageText
+    attach: Attach | None = None
+    keyboard: Keyboard | None = None
+    url_preview: bool = True
+
+    def to_bitrix(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"MESSAGE": self.message.to_bitrix()}
+        if self.attach is not None:
+            params["ATTACH"] = self.attach.to_bitrix()
+        if self.keyboard is not None:
+            params["KEYBOARD"] = self.keyboard.to_bitrix()
+        params["URL_PREVIEW"] = "Y" if self.url_preview else "N"
+        return params
+
+    def to_params(self, *, code: str, user_id: int) -> dict[str, Any]:
+        """The full parameter set of one `imopenlines.network.message.add` call."""
+        return {"CODE": code, "USER_ID": user_id, **self.to_bitrix()}
+
+    @classmethod
+    def from_bitrix(cls, data: Any) -> Self:
+        """Read MESSAGE, ATTACH, KEYBOARD and URL_PREVIEW; other parameters are ignored."""
+        if not isinstance(data, Mapping):
+            raise _single_problem("MESSAGE_EMPTY", "MESSAGE", _("Expected the method parameters."))
+        upper = {str(key).upper(): value for key, value in data.items()}
+        attach, keyboard = upper.get("ATTACH"), upper.get("KEYBOARD")
+        _raise_if(
+            [
+                *_message_problems(upper.get("MESSAGE")),
+                *validate_attach(attach),
+                *validate_keyboard(keyboard, upper.get("BOT_ID")),
+            ]
+        )
+        return cls(
+            message=MessageText(text=upper["MESSAGE"]),
+            attach=None if _empty(_phpify(attach)) else Attach.from_bitrix(attach),
+            keyboard=None if _empty(_phpify(keyboard)) else Keyboard.from_bitrix(keyboard),
+            url_preview=not _eq(upper.get("URL_PREVIEW"), "N"),
+        )
