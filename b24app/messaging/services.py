@@ -348,6 +348,10 @@ def delivery_send(*, delivery_id: int, interactive: bool) -> Delivery:
             attach=delivery.attach,
             keyboard=delivery.keyboard,
             url_preview=delivery.url_preview,
+            # Older portals refuse every keyboard without a top-level BOT_ID (spec §5.6); the
+            # line's network bot id satisfies them, and newer ones only use it for COMMAND
+            # buttons, which our policy never lets through. Unverified on a live portal.
+            bot_id=delivery.line.bot_id if delivery.keyboard else None,
         )
         pacer.pacer_record(portal=delivery.portal, method=METHOD, call_time=result.time)
     except (errors.BitrixError, PortalError) as exc:
