@@ -78,6 +78,14 @@ class FieldRow:
     issues: list[Issue]
     kind: str  # text | area | check | select | color | number
 
+    @property
+    def widget(self) -> str:
+        """The input, marked invalid (and tied to its error text) when it has issues."""
+        if not self.issues:
+            return self.field.as_widget()
+        attrs = {"aria-invalid": "true", "aria-describedby": f"{self.field.auto_id}-error"}
+        return self.field.as_widget(attrs=attrs)
+
 
 def _row_kind(bound: forms.BoundField) -> str:
     widget = bound.field.widget
@@ -210,6 +218,10 @@ class ComposeForm(IssuesMixin, forms.Form):
         assert isinstance(field, forms.ModelChoiceField)
         field.queryset = Line.objects.filter(portal=portal)
         field.error_messages["invalid_choice"] = _("Choose one of this portal's open lines.")
+
+    @property
+    def message_row(self) -> FieldRow:
+        return FieldRow(self["message"], self.issues.get("message", []), "area")
 
     def value(self, name: str) -> Any:
         """The cleaned value when valid, else None (for previews of half-typed input)."""
@@ -503,6 +515,11 @@ class BlockForm(EntryForm):
     def all_valid(self) -> bool:
         return self.is_valid() and all(item.is_valid() for item in self.items)
 
+    @property
+    def has_items(self) -> bool:
+        """Whether this block is a list of items (templates cannot test `item_form`)."""
+        return self.item_form is not None
+
 
 class MessageBlockForm(BlockForm):
     kind = "MESSAGE"
@@ -510,7 +527,7 @@ class MessageBlockForm(BlockForm):
     text = forms.CharField(
         label=_("Text"),
         required=False,
-        max_length=10_000,
+        max_length=40_000,
         widget=forms.Textarea(attrs={"rows": 3}),
     )
 
@@ -1212,7 +1229,8 @@ def draft_data(data: Mapping[str, Any]) -> dict[str, str]:
     for key in list(data.keys())[:5000]:
         key = str(key)
         if key in COMPOSE_KEYS or _CONTENT_KEY.fullmatch(key):
-            kept[key] = _value(data, key)
+            # Postgres cannot store NUL in JSON; a draft loses nothing anyone typed on purpose.
+            kept[key] = _value(data, key).replace("\x00", "")
     return kept
 
 

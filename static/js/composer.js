@@ -122,6 +122,7 @@
     if (button.hasAttribute("data-bb")) { format(button); }
     else if (button.hasAttribute("data-select-user")) { selectRecipient(button); }
     else if (button.hasAttribute("data-copy")) { copy(button); }
+    else if (button.hasAttribute("data-toast-close")) { button.closest("[data-toast]").remove(); }
   });
 
   // Ctrl/Cmd+Enter sends, like in the Bitrix24 messenger.
@@ -195,9 +196,6 @@
     each(root, "input[type=color][data-color-for]", swatch);
     each(root, "select[data-bb-size]", sizeSelect);
     each(root, "time[data-local]", localTime);
-    each(root, "[data-toast]", function (toast) {
-      setTimeout(function () { toast.classList.add("is-gone"); }, 4000);
-    });
   }
 
   if (window.htmx) {

@@ -122,9 +122,7 @@ class MessagingBitrix:
         if self.search_fails:
             return 500, {}, "oops"
         find = str(json.loads(request.body).get("FILTER", {}).get("FIND", "")).lower()
-        found = [
-            u for u in self.users if find in f"{u['NAME']} {u.get('LAST_NAME', '')}".lower()
-        ]
+        found = [u for u in self.users if find in f"{u['NAME']} {u.get('LAST_NAME', '')}".lower()]
         return 200, {}, json.dumps({"result": found, "total": len(found), "time": _TIME})
 
 
@@ -144,8 +142,14 @@ def bitrix(fake_bitrix: FakeBitrix) -> MessagingBitrix:
     stub.joinable = {CODE: "", OTHER_CODE: ""}
     stub.joined = {CODE}
     stub.users = [
-        {"ID": "7", "ACTIVE": True, "NAME": "Ivan", "LAST_NAME": "Manager", "WORK_POSITION": "Sales"},
-        {"ID": "9", "ACTIVE": True, "NAME": "Irina", "LAST_NAME": "O'Brien \"Ira\""},
+        {
+            "ID": "7",
+            "ACTIVE": True,
+            "NAME": "Ivan",
+            "LAST_NAME": "Manager",
+            "WORK_POSITION": "Sales",
+        },
+        {"ID": "9", "ACTIVE": True, "NAME": "Irina", "LAST_NAME": 'O\'Brien "Ira"'},
         {"ID": "11", "ACTIVE": False, "NAME": "Ivo", "LAST_NAME": "Gone"},
     ]
     stub.register()
@@ -205,16 +209,26 @@ class App:
         return headers
 
     def post(
-        self, name: str, data: dict[str, Any] | None = None, *, target: str | None = None,
-        htmx: bool = True, args: tuple[Any, ...] = (),
+        self,
+        name: str,
+        data: dict[str, Any] | None = None,
+        *,
+        target: str | None = None,
+        htmx: bool = True,
+        args: tuple[Any, ...] = (),
     ) -> Any:
         return self.client.post(
             reverse(f"messaging:{name}", args=args), data or {}, **self.headers(target, htmx)
         )
 
     def get(
-        self, name: str, data: dict[str, Any] | None = None, *, target: str | None = None,
-        htmx: bool = True, args: tuple[Any, ...] = (),
+        self,
+        name: str,
+        data: dict[str, Any] | None = None,
+        *,
+        target: str | None = None,
+        htmx: bool = True,
+        args: tuple[Any, ...] = (),
     ) -> Any:
         return self.client.get(
             reverse(f"messaging:{name}", args=args), data or {}, **self.headers(target, htmx)
