@@ -83,7 +83,10 @@ class FieldRow:
         """The input, marked invalid (and tied to its error text) when it has issues."""
         if not self.issues:
             return self.field.as_widget()
-        attrs = {"aria-invalid": "true", "aria-describedby": f"{self.field.auto_id}-error"}
+        attrs: dict[str, str | bool] = {
+            "aria-invalid": "true",
+            "aria-describedby": f"{self.field.auto_id}-error",
+        }
         return self.field.as_widget(attrs=attrs)
 
 
