@@ -23,6 +23,7 @@ from b24app.bitrix import client, errors
 from b24app.messaging import payload
 from b24app.messaging.models import Delivery, Draft, LimitEntry, Line, Template
 from b24app.portals import pacer
+from b24app.portals.audit import audit_record
 from b24app.portals.models import Portal
 from b24app.portals.services import PortalError, PortalUnavailable, portal_call
 
@@ -173,7 +174,15 @@ def message_send(
         keyboard=keyboard or None,
         url_preview=url_preview,
     )
-    return delivery_send(delivery_id=delivery.pk, interactive=True)
+    delivery = delivery_send(delivery_id=delivery.pk, interactive=True)
+    audit_record(
+        portal=portal,
+        action=f"message.{kind}",
+        actor_user_id=author_user_id,
+        target=f"user {user_id}",
+        details={"delivery": delivery.pk, "line": line.code, "status": delivery.status},
+    )
+    return delivery
 
 
 def delivery_claim(*, delivery_id: int) -> bool:

@@ -107,3 +107,22 @@ class PacerState(models.Model):
 
     def __str__(self) -> str:
         return f"pacer of portal {self.portal_id}"
+
+
+class AuditEntry(models.Model):
+    """Who did what on a portal: sends, setting changes, installs, uninstalls, reconnects."""
+
+    portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="audit_entries")
+    actor_user_id = models.PositiveIntegerField(null=True, blank=True)
+    actor_name = models.CharField(max_length=200, blank=True, default="")
+    action = models.CharField(max_length=60)
+    target = models.CharField(max_length=200, blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["portal", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target}"

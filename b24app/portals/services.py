@@ -25,6 +25,7 @@ from django.utils import timezone
 from b24app.bitrix import client, errors, oauth
 from b24app.bitrix.replies import Profile, TokenSet
 from b24app.portals import hosts
+from b24app.portals.audit import audit_erase_people, audit_record
 from b24app.portals.frame import FrameContext
 from b24app.portals.models import Portal, ProcessedEvent
 from b24app.portals.signals import portal_uninstalled
@@ -215,6 +216,13 @@ def portal_install(
         installer_name=f"{profile.name} {profile.last_name}".strip(),
     )
     bound = portal_events_bind(portal=portal)
+    audit_record(
+        portal=portal,
+        action="portal.install",
+        actor_user_id=profile.id,
+        actor_name=portal.installer_name,
+        target=portal.domain,
+    )
     frame = FrameContext(
         portal=portal,
         user_id=profile.id,
@@ -308,7 +316,7 @@ def portal_event_receive(
     if auth.get("user_id") and event == "ONAPPINSTALL":
         extra["installer_user_id"] = int(auth["user_id"])
     with transaction.atomic():
-        _upsert(
+        portal = _upsert(
             verified,
             member_id=member_id,
             application_token=application_token,
@@ -317,6 +325,11 @@ def portal_event_receive(
         )
         ProcessedEvent.objects.get_or_create(
             fingerprint=fingerprint, defaults={"member_id": member_id, "event": event}
+        )
+        audit_record(
+            portal=portal,
+            action=f"event.{event.lower()}",
+            details={"version": extra.get("app_version", "")},
         )
     return "installed" if event == "ONAPPINSTALL" else "updated"
 
@@ -336,6 +349,10 @@ def portal_uninstall(*, portal: Portal, clean: bool) -> None:
         portal.installer_name = ""
         portal.uninstalled_at = timezone.now()
         portal.save()
+        audit_erase_people(portal=portal)
+        audit_record(
+            portal=portal, action="portal.uninstall", target=portal.domain, details={"clean": clean}
+        )
         portal_uninstalled.send(sender=Portal, portal=portal, clean=clean)
 
 
@@ -392,6 +409,12 @@ def portal_enter(
             verified, member_id=member_id, application_token="", language=portal.language
         )
         log.info("portal %s re-seeded by an administrator", portal.pk)
+        audit_record(
+            portal=portal,
+            action="portal.reconnect",
+            actor_user_id=profile.id,
+            actor_name=f"{profile.name} {profile.last_name}".strip(),
+        )
     name = f"{profile.name} {profile.last_name}".strip()
     return FrameContext(
         portal=portal,
