@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "django_ratelimit",
     "template_partials",
     "csp",
     "b24app.portals",
@@ -61,6 +62,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    "django_ratelimit.middleware.RatelimitMiddleware",
+    "b24app.portals.middleware.BodyLimitMiddleware",
 ]
 
 ROOT_URLCONF = "b24app.urls"
@@ -134,8 +137,22 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = DEBUG
 
-# Request bodies: 1 MB by default (CSV uploads get their own, larger limit in their view).
-DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=1_000_000)
+# Request bodies: 1 MB by default, answered with 413 (portals.middleware); a view may allow
+# more with @body_limit (CSV uploads: 2 MB).
+B24_BODY_LIMIT = env.int("B24_BODY_LIMIT", default=1_000_000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_500_000)
+
+# A cache shared by every process (rate limits): the database by default, Redis if CACHE_URL
+# says so (e.g. redis://127.0.0.1:6379/2).
+CACHES = {"default": env.cache("CACHE_URL", default="dbcache://b24app_cache")}
+RATELIMIT_VIEW = "b24app.portals.views.rate_limited"
+if CACHES["default"]["BACKEND"].endswith("DatabaseCache"):
+    # django-ratelimit wants a cache with atomic increments (Redis). On the database cache two
+    # simultaneous requests can both count as one, letting a few extra through; acceptable for
+    # abuse protection of the public endpoints, and set CACHE_URL to Redis to make it exact.
+    SILENCED_SYSTEM_CHECKS = ["django_ratelimit.E003", "django_ratelimit.W001"]
+# Install, events and entry are public endpoints: this many requests per minute per address.
+B24_PUBLIC_RATE = env.str("B24_PUBLIC_RATE", default="120/m")
 
 # --- Security -----------------------------------------------------------------------------------
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)

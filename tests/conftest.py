@@ -57,6 +57,14 @@ def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _test_cache_and_rates(settings: Any) -> None:
+    # An in-process cache (no database needed) and public rate limits that tests which post
+    # many times never reach; tests of the limits themselves set their own.
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    settings.B24_PUBLIC_RATE = "100000/m"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield

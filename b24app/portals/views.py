@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
+from django_ratelimit.decorators import ratelimit
 
 from b24app.bitrix import errors
 from b24app.portals import forms, frame, services
@@ -24,6 +26,18 @@ log = logging.getLogger(__name__)
 
 def healthz(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok", content_type="text/plain")
+
+
+def rate_limited(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """What a caller over B24_PUBLIC_RATE gets (django-ratelimit's RATELIMIT_VIEW)."""
+    return _refusal(429, "Too many requests; try again in a minute.")
+
+
+def _public_rate(group: str, request: HttpRequest) -> str:
+    return str(settings.B24_PUBLIC_RATE)
+
+
+public_rate_limit = ratelimit(key="ip", rate=_public_rate, block=True)
 
 
 def _refusal(status: int, message: str) -> HttpResponse:
@@ -44,6 +58,7 @@ def _render_frame(
 # Bitrix's OAuth server confirms its tokens (services.portal_install).
 @csrf_exempt
 @require_POST
+@public_rate_limit
 def install(request: HttpRequest) -> HttpResponse:
     form = forms.InstallForm(forms.merged_frame_data(request.GET, request.POST))
     if not form.is_valid():
@@ -79,6 +94,7 @@ def install(request: HttpRequest) -> HttpResponse:
 # server) in services.portal_event_receive.
 @csrf_exempt
 @require_POST
+@public_rate_limit
 def events(request: HttpRequest) -> HttpResponse:
     event = request.POST.get("event", "")
     auth = forms.nested(request.POST, "auth")
@@ -105,6 +121,7 @@ def events(request: HttpRequest) -> HttpResponse:
 # confirms the user with Bitrix24 (services.portal_enter).
 @csrf_exempt
 @require_POST
+@public_rate_limit
 def entry(request: HttpRequest) -> HttpResponse:
     form = forms.FramePostForm(forms.merged_frame_data(request.GET, request.POST))
     if not form.is_valid():
