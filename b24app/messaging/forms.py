@@ -208,6 +208,7 @@ class ComposeForm(IssuesMixin, forms.Form):
         choices=[("desktop", _("Desktop")), ("mobile", _("Mobile"))],
         required=False,
         initial="desktop",
+        widget=forms.RadioSelect,
     )
     unknown_delivery = forms.IntegerField(
         required=False, min_value=1, max_value=2**62, widget=forms.HiddenInput
@@ -1238,12 +1239,13 @@ def draft_data(data: Mapping[str, Any]) -> dict[str, str]:
 
 
 def content_keys_removed(data: Mapping[str, Any]) -> dict[str, str]:
-    """The posted form without its message content (line and recipient stay)."""
-    return {
+    """The posted form without its message content (line and recipient stay, previews on)."""
+    kept = {
         key: _value(data, key)
         for key in ("line", "user_id", "recipient_name", "preview_width")
         if _value(data, key)
     }
+    return {"url_preview": "on", **kept}
 
 
 class Composer:

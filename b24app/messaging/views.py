@@ -542,6 +542,7 @@ def template_load(request: FrameRequest, template_id: int) -> HttpResponse:
     template = get_object_or_404(Template, pk=template_id, portal=request.frame.portal)
     stored = template.data if isinstance(template.data, dict) else {}
     data = forms.content_keys_removed(request.POST)
+    data.pop("url_preview")  # the template says whether previews are on
     data.update(
         forms.data_from_bitrix(
             message=str(stored.get("message") or ""),

@@ -181,7 +181,7 @@ def test_no_inline_scripts_or_event_handlers(app: App, line: Line):
 def test_preview_draws_the_message_like_the_chat_with_attach_and_keyboard(app: App, line: Line):
     html = text(app.post("preview", compose_data(line), target="preview"))
 
-    assert html.lstrip().startswith('<div id="preview"')
+    assert 'id="preview"' not in html  # only the content: the element with the triggers stays
     assert "<b>there</b>" in html
     assert "b24-chat-attach" in html and "https://example.com/changelog" in html
     assert "b24-chat-button" in html
@@ -743,7 +743,7 @@ def test_the_draft_autosaves_what_was_typed_and_comes_back(app: App, line: Line,
 
     html = text(app.post("draft", data, target="draft-status"))
 
-    assert html.lstrip().startswith('<span id="draft-status"') and "Draft saved" in html
+    assert html.strip().startswith("Draft saved")
     draft = Draft.objects.get(user_id=7)
     assert draft.data["kb-0-width"] == "12x" and "frame_token" not in draft.data
     page = text(app.get("compose"))
