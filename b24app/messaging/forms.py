@@ -1302,8 +1302,6 @@ class Composer:
     def check_ready(self, *, test: bool) -> bool:
         """Form-level checks before a send: valid inputs, a line and (unless a test) a recipient."""
         ok = self.form.is_valid() and self.builders_valid
-        if not self.builders_valid:
-            self.general.append(Issue(str(_("Some fields below are not filled in correctly."))))
         if self.form.is_valid():
             if self.form.cleaned_data.get("line") is None:
                 self.form.add_issue(

@@ -373,7 +373,7 @@ def send(request: FrameRequest) -> HttpResponse:
     test = "send_test" in data
     composer = _composer(request, data)
     if not composer.check_ready(test=test):
-        return _render(request, "composer", composer)
+        return _not_sent(request, composer)
 
     cleaned = composer.form.cleaned_data
     line: Line = cleaned["line"]
@@ -411,8 +411,17 @@ def send(request: FrameRequest) -> HttpResponse:
             else:
                 issue = Issue(error.message, code=error.code)
             composer.add_problem(error.field, issue, test=test)
-        return _render(request, "composer", composer)
+        return _not_sent(request, composer)
     return _after_send(request, composer, delivery, data, test=test)
+
+
+def _not_sent(request: FrameRequest, composer: Composer) -> HttpResponse:
+    """The composer with its errors in place, and a word next to Send that nothing went out."""
+    if not composer.general:
+        composer.general.append(
+            Issue(_("Not sent: fix what is marked in red, then send again."), code="NOT_SENT")
+        )
+    return _render(request, "composer", composer)
 
 
 def _after_send(
@@ -430,7 +439,7 @@ def _after_send(
             request, delivery.error_code, delivery.error_message, delivery.line, delivery.user_id
         )
         composer.add_problem(field, issue, test=test)
-        return _render(request, "composer", composer)
+        return _not_sent(request, composer)
     if status == Delivery.Status.UNKNOWN:
         kept = _composer(request, {**data, "unknown_delivery": str(delivery.pk)})
         return _render(request, "composer", kept, unknown=delivery)

@@ -198,6 +198,18 @@
     each(root, "time[data-local]", localTime);
   }
 
+  // After a refused send, bring the first marked field into view (the Send button sits in the
+  // other column, often far from it).
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var detail = event.detail || {};
+    var path = (detail.pathInfo && detail.pathInfo.requestPath) ||
+      (detail.requestConfig && detail.requestConfig.path) || "";
+    var form = composer();
+    if (!form || !/\/send\/$/.test(path)) { return; }
+    var first = form.querySelector(".b24m-editor [aria-invalid=true], .b24m-editor .b24-field-error");
+    if (first && first.scrollIntoView) { first.scrollIntoView({ block: "center", behavior: "smooth" }); }
+  });
+
   if (window.htmx) {
     window.htmx.onLoad(setUp);
   } else {

@@ -1125,3 +1125,15 @@ def test_random_history_and_search_queries_never_fail(
 ):
     assert app.get("history", params, target="history-table").status_code == 200
     assert app.get("recipient_search", params).status_code == 200
+
+
+# --- Django admin ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["line", "delivery", "limitentry", "template", "draft"])
+def test_the_django_admin_lists_messaging_records(admin_client: Client, line: Line, model: str):
+    delivery_row(portal=line.portal, line=line, user_id=5, message="m", status="sent")
+
+    response = admin_client.get(reverse(f"admin:messaging_{model}_changelist"))
+
+    assert response.status_code == 200
