@@ -25,17 +25,19 @@ CHROMIUM = "/usr/bin/chromium"
 APP_ID = 7  # the sandbox's marketplace id of b24app (/marketplace/app/7/)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """Chromium for one test module (not the session: see the environment note below)."""
     if not os.path.exists(CHROMIUM) and not shutil.which("chromium"):
         pytest.skip(f"Chromium is not installed at {CHROMIUM} (CI installs Debian's chromium)")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("Playwright for Python is not installed (pip install -e '.[dev]')")
-    # Playwright's sync API keeps an asyncio loop running in this thread for the whole session,
-    # which trips Django's async-safety check on every (synchronous) ORM call and test-database
-    # flush made here meanwhile; nothing in these tests runs inside that loop.
+    # Playwright's sync API keeps an asyncio loop running in this thread while it is open, which
+    # trips Django's async-safety check on every (synchronous) ORM call and test-database flush
+    # made meanwhile; nothing in these tests runs inside that loop. The variable is restored when
+    # the module ends, so no later test (or subprocess, e.g. `check --deploy`) inherits it.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
