@@ -171,8 +171,9 @@ def _render(
 
 
 def _builder_changed(response: HttpResponse) -> HttpResponse:
-    # The preview and the draft autosave listen for this to refresh after a builder action.
-    trigger_client_event(response, "builder-changed")
+    # The preview and the draft autosave listen for this to refresh after a builder action. After
+    # the settle, so that they post the builder as swapped in, not as it was before the action.
+    trigger_client_event(response, "builder-changed", after="settle")
     return response
 
 
@@ -468,9 +469,7 @@ def _after_send(
         return _render(request, "composer", composer, toast=toast, toast_kind=kind)
     services.draft_delete(portal=request.frame.portal, user_id=request.frame.user_id)
     cleared = _composer(request, forms.content_keys_removed({"line": data.get("line", "")}))
-    return _builder_changed(
-        _render(request, "composer", cleared, toast=toast, toast_kind=kind, sent=delivery)
-    )
+    return _render(request, "composer", cleared, toast=toast, toast_kind=kind, sent=delivery)
 
 
 def _portal_connected(request: FrameRequest) -> bool:
@@ -508,7 +507,7 @@ def reset(request: FrameRequest) -> HttpResponse:
     """Start over: forget the draft and clear the message (the line stays chosen)."""
     services.draft_delete(portal=request.frame.portal, user_id=request.frame.user_id)
     data = forms.content_keys_removed({"line": request.POST.get("line", "")})
-    return _builder_changed(_render(request, "composer", _composer(request, data)))
+    return _render(request, "composer", _composer(request, data))
 
 
 @frame_view

@@ -71,6 +71,13 @@ def test_a_message_with_an_attachment_and_a_keyboard_reaches_the_sandbox_inbox(
         r"ATTACH \d+\.\d of 30\.0 KB",
         preview.locator("[data-meter=ATTACH] .ui-progressbar-text-before").inner_text(),
     )
+    # Removing a block refreshes the preview with the builder as it is after the action.
+    app.locator("button[name=add_block][value=MESSAGE]").click()
+    app.locator("#id_attach-2-text").fill("Temporary paragraph")
+    preview.get_by_text("Temporary paragraph").wait_for()
+    app.locator("button[name=remove_block_2]").click()
+    preview.get_by_text("Temporary paragraph").wait_for(state="detached")
+
     app.locator("label", has_text="Mobile").click()
     app.locator("#preview .b24-chat--mobile").wait_for()
 

@@ -243,7 +243,7 @@ def test_every_block_type_can_be_added(app: App, kind: str):
     html = text(response)
     assert html.lstrip().startswith('<section id="attach-builder"')
     assert f'name="attach-0-kind" value="{kind}"' in html
-    assert "builder-changed" in response["HX-Trigger"]
+    assert "builder-changed" in response["HX-Trigger-After-Settle"]
 
 
 def test_grid_items_can_be_added_removed_and_reordered(app: App):
@@ -805,7 +805,7 @@ def test_a_message_saved_as_a_template_loads_back_into_the_builders(app: App, li
     assert html.lstrip().startswith('<form id="composer"')
     assert "Hello [b]there[/b]" in html and 'value="Changelog"' in html and 'value="Open"' in html
     assert 'name="user_id" value="5"' in html
-    assert "builder-changed" in response["HX-Trigger"]
+    assert "builder-changed" in response["HX-Trigger-After-Settle"]
 
 
 def test_saving_under_an_existing_name_replaces_the_template(app: App, line: Line):
