@@ -186,7 +186,10 @@ def compose(request: FrameRequest) -> HttpResponse:
     """The composer, filled from the user's draft when there is one."""
     draft = services.draft_get(portal=request.frame.portal, user_id=request.frame.user_id)
     data = dict(draft.data) if draft else {"url_preview": "on"}
-    if not data.get("line"):
+    line = str(data.get("line") or "")
+    if not (line.isdigit() and Line.objects.filter(portal=request.frame.portal, pk=line).exists()):
+        # No line yet, or the draft's line was deleted since: start from the usual choice.
+        data.pop("line", None)
         data.update(_default_line(request))
     composer = _composer(request, data)
     partial = "app-page" if request.htmx else None

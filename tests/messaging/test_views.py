@@ -750,6 +750,14 @@ def test_the_draft_autosaves_what_was_typed_and_comes_back(app: App, line: Line,
     assert "Hello [b]there[/b]" in page and 'value="12x"' in page and "draft was restored" in page
 
 
+def test_a_draft_naming_a_deleted_line_opens_on_the_usual_line(app: App, line: Line):
+    Draft.objects.create(portal=line.portal, user_id=7, data={"line": "999999", "message": "hi"})
+
+    html = text(app.get("compose"))
+
+    assert f'<option value="{line.pk}" selected>' in html and "Choose one of" not in html
+
+
 def test_drafts_are_per_user(app: App, line: Line, client: Client, admin_app: App):
     text(app.post("draft", compose_data(line, message="mine only")))
 
