@@ -18,7 +18,6 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP) .env
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py createcachetable
 	@echo ""
 	@echo "  b24app is starting: web app, Celery worker and beat, and the sandbox Bitrix24."
 	@echo "  Open the sandbox portal:  http://localhost:8101/"
