@@ -21,10 +21,16 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True)
-def lane_run(self: Task[Any, Any], portal_id: int, slot: int, token: str) -> str:
+def lane_run(
+    self: Task[Any, Any], portal_id: int, slot: int, token: str, granted: bool = False
+) -> str:
     """Send one batch for a portal's lane and re-enqueue the lane (see `services.lane_run`)."""
     return services.lane_run(
-        portal_id=portal_id, slot=slot, token=token, holder=str(self.request.hostname or "")
+        portal_id=portal_id,
+        slot=slot,
+        token=token,
+        holder=str(self.request.hostname or ""),
+        granted=granted,
     )
 
 

@@ -403,7 +403,9 @@ def test_recovery_puts_the_enqueue_on_commit(
 
     sent: list[tuple[Any, ...]] = []
     monkeypatch.setattr(
-        tasks.lane_run, "apply_async", lambda args, countdown=0: sent.append(tuple(args))
+        tasks.lane_run,
+        "apply_async",
+        lambda args, kwargs=None, countdown=0: sent.append(tuple(args)),
     )
     messenger.add_users(1)
     campaign = make_campaign([1])
