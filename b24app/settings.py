@@ -141,6 +141,8 @@ WHITENOISE_USE_FINDERS = DEBUG
 # more with @body_limit (CSV uploads: 2 MB).
 B24_BODY_LIMIT = env.int("B24_BODY_LIMIT", default=1_000_000)
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2_500_000)
+# The composer posts every field of the attachment and keyboard builders at once.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 5000
 
 # A cache shared by every process (rate limits): the database by default, Redis if CACHE_URL
 # says so (e.g. redis://127.0.0.1:6379/2).

@@ -366,6 +366,10 @@ def delivery_send(*, delivery_id: int, interactive: bool) -> Delivery:
     except (errors.BitrixError, PortalError) as exc:
         failure = exc
     outcome = outcome_of(failure)
+    if isinstance(failure, PortalError) and interactive:
+        # Nobody will come back for a single message while the portal cannot be called: say
+        # "not sent" now (nothing reached Bitrix) instead of leaving it queued indefinitely.
+        outcome = Outcome(Delivery.Status.REJECTED, outcome.code, outcome.message)
     delivery_record(delivery=delivery, outcome=outcome)
     if outcome.status == Delivery.Status.QUEUED and not isinstance(failure, PortalError):
         _send_later(delivery.pk, outcome.retry_after or 2.0)
