@@ -70,6 +70,6 @@ class BodyLimitMiddleware:
         if len(data) > limit:
             return _too_large(request, limit)
         request.META["CONTENT_LENGTH"] = str(len(data))
-        request._stream = io.BytesIO(data)  # type: ignore[attr-defined]
-        request.META["wsgi.input"] = request._stream  # type: ignore[attr-defined]
+        request._stream = io.BytesIO(data)
+        request.META["wsgi.input"] = request._stream
         return None

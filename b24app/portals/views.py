@@ -8,6 +8,8 @@ frame token (each says why below). Everything else inside the frame is a `frame_
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar, cast
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -37,7 +39,12 @@ def _public_rate(group: str, request: HttpRequest) -> str:
     return str(settings.B24_PUBLIC_RATE)
 
 
-public_rate_limit = ratelimit(key="ip", rate=_public_rate, block=True)
+_View = TypeVar("_View", bound=Callable[..., HttpResponse])
+
+
+def public_rate_limit(view: _View) -> _View:
+    """Limit a public endpoint to B24_PUBLIC_RATE requests per address (django-ratelimit)."""
+    return cast(_View, ratelimit(key="ip", rate=_public_rate, block=True)(view))
 
 
 def _refusal(status: int, message: str) -> HttpResponse:
