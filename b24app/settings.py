@@ -205,6 +205,8 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
         "task": "b24app.portals.tasks.portals_refresh_idle",
         "schedule": 3600.0,
     },
+    # Settles campaign sends lost with a worker and restarts stopped sending chains (issue 5).
+    "campaigns-recover": {"task": "b24app.campaigns.tasks.campaigns_recover", "schedule": 30.0},
 }
 
 # --- Bitrix24 -----------------------------------------------------------------------------------

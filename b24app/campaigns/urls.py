@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from b24app.campaigns import views
+
+app_name = "campaigns"
+
+urlpatterns = [
+    path("", views.campaign_list, name="list"),
+    path("new/", views.campaign_new, name="new"),
+    path("settings/", views.campaign_settings, name="settings"),
+    path("download/<str:token>/", views.campaign_download, name="download"),
+    path("<int:pk>/", views.campaign_detail, name="detail"),
+    path("<int:pk>/state/", views.campaign_state, name="state"),
+    path("<int:pk>/preview/", views.campaign_preview, name="preview"),
+    path("<int:pk>/action/", views.campaign_action, name="action"),
+    path("<int:pk>/report/", views.campaign_report, name="report"),
+    path("<int:pk>/recipients/", views.campaign_recipients, name="recipients"),
+    path("<int:pk>/export/", views.campaign_export, name="export"),
+]

@@ -1,0 +1,262 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+
+from b24app.campaigns import services
+from b24app.campaigns.models import Campaign, Exclusion, Recipient
+from b24app.messaging.models import Delivery, Line
+from b24app.portals import frame
+from b24app.portals.models import Portal
+from tests.campaigns.conftest import Messenger
+
+pytestmark = pytest.mark.django_db
+
+MakeCampaign = Callable[..., Campaign]
+
+
+def headers(portal: Portal, *, admin: bool = True, user_id: int = 1, htmx: bool = True) -> Any:
+    token = frame.issue_token(portal=portal, user_id=user_id, admin=admin, language="en")
+    found = {"HTTP_X_FRAME_TOKEN": token}
+    if htmx:
+        found["HTTP_HX_REQUEST"] = "true"
+    return found
+
+
+def test_campaigns_refuse_users_an_admin_did_not_allow(client: Client, portal: Portal):
+    response = client.get("/app/campaigns/", **headers(portal, admin=False, user_id=7))
+
+    assert response.status_code == 403
+    assert "administrators" in response.content.decode()
+
+
+def test_campaigns_need_the_frame_token(client: Client, portal: Portal):
+    assert client.get("/app/campaigns/").status_code == 403
+
+
+def test_list_shows_history_with_counts(
+    client: Client, portal: Portal, make_campaign: MakeCampaign
+):
+    make_campaign([1, 2], name="Spring news")
+
+    response = client.get("/app/campaigns/", **headers(portal, htmx=False))
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "Spring news" in body and "<html" in body
+    partial = client.get("/app/campaigns/", **headers(portal)).content.decode()
+    assert "<html" not in partial and 'id="app-page"' in partial
+
+
+def test_creating_a_campaign_starts_finding_recipients(
+    client: Client,
+    portal: Portal,
+    line: Line,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from b24app.campaigns import tasks
+
+    enqueued: list[Any] = []
+    monkeypatch.setattr(
+        tasks.campaign_resolve, "apply_async", lambda args, countdown=0: enqueued.append(args)
+    )
+    form = {
+        "name": "Launch",
+        "line": str(line.pk),
+        "message": "Hi {NAME}",
+        "url_preview": "on",
+        "audience": "users",
+        "user_ids": "1, 2, 2, 3",
+        "time_zone": "Europe/Berlin",
+        "subdepartments": "on",
+    }
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post("/app/campaigns/new/", form, **headers(portal))
+
+    campaign = Campaign.objects.get()
+    assert response.status_code == 200
+    assert "Finding recipients" in response.content.decode()
+    assert campaign.audience["user_ids"] == [1, 2, 3]  # duplicates removed
+    assert campaign.time_zone == "Europe/Berlin" and campaign.author_user_id == 1
+    assert enqueued == [(campaign.pk, campaign.resolve_state["token"])]
+
+
+def test_invalid_message_is_shown_inline(client: Client, portal: Portal, line: Line):
+    form = {
+        "name": "x",
+        "line": str(line.pk),
+        "message": "ok",
+        "audience": "users",
+        "user_ids": "1",
+        "time_zone": "UTC",
+        "attach": '[{"MESSAGE": ',
+    }
+    response = client.post("/app/campaigns/new/", form, **headers(portal))
+
+    assert response.status_code == 200
+    assert "not valid JSON" in response.content.decode()
+    assert not Campaign.objects.exists()
+
+
+def test_csv_upload_reports_every_bad_line(client: Client, portal: Portal, line: Line):
+    upload = SimpleUploadedFile("ids.csv", b"ID\n1\n2\nbob\n\n-4\n2\n", content_type="text/csv")
+    form = {
+        "name": "x",
+        "line": str(line.pk),
+        "message": "Hi",
+        "audience": "csv",
+        "time_zone": "UTC",
+        "csv_file": upload,
+    }
+
+    response = client.post("/app/campaigns/new/", form, **headers(portal))
+
+    body = response.content.decode()
+    assert "line 4" in body and "bob" in body and "line 6" in body
+    assert not Campaign.objects.exists()
+
+
+def test_summary_and_personalised_preview_before_the_start(
+    client: Client, portal: Portal, make_campaign: MakeCampaign
+):
+    campaign = make_campaign([1, 2, 3])
+    services.exclusion_add(portal=portal, user_ids=[2])
+
+    body = client.get(f"/app/campaigns/{campaign.pk}/", **headers(portal)).content.decode()
+
+    assert 'data-count="will_receive">2<' in body and 'data-count="excluded">1<' in body
+    assert "on the exclusion list" in body
+    assert "Hello Name1!" in body
+    preview = client.get(
+        f"/app/campaigns/{campaign.pk}/preview/?user_id=3", **headers(portal)
+    ).content.decode()
+    assert "Hello Name3!" in preview
+
+
+def test_start_pause_resume_and_live_state(
+    client: Client, portal: Portal, make_campaign: MakeCampaign, messenger: Messenger
+):
+    campaign = make_campaign([1, 2])
+    url = f"/app/campaigns/{campaign.pk}/action/"
+
+    client.post(url, {"action": "start"}, **headers(portal))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+
+    state = client.get(f"/app/campaigns/{campaign.pk}/state/", **headers(portal)).content.decode()
+    assert 'hx-trigger="every 2s"' in state and "messages/s" in state
+    assert 'data-state="queued"' in state
+
+    client.post(url, {"action": "pause"}, **headers(portal))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.PAUSED
+    client.post(url, {"action": "resume"}, **headers(portal))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+
+
+def test_another_portals_campaign_is_not_found(
+    client: Client, portal: Portal, make_campaign: MakeCampaign
+):
+    campaign = make_campaign([1])
+    other = Portal.objects.create(
+        member_id="f" * 32,
+        domain="other.bitrix24.com",
+        client_endpoint="https://other.bitrix24.com/rest/",
+        server_endpoint="https://oauth.bitrix.info/rest/",
+    )
+
+    response = client.get(f"/app/campaigns/{campaign.pk}/", **headers(other))
+
+    assert response.status_code == 404
+
+
+def _finish(campaign: Campaign, states: dict[int, str]) -> None:
+    for recipient in Recipient.objects.filter(campaign=campaign):
+        status = states.get(recipient.user_id)
+        if status:
+            recipient.delivery = Delivery.objects.create(
+                portal=campaign.portal,
+                line=campaign.line,
+                user_id=recipient.user_id,
+                message="x",
+                kind=Delivery.Kind.CAMPAIGN,
+                status=status,
+                error_code="UNKNOWN" if status == "unknown" else "",
+            )
+            recipient.due = False
+            recipient.save()
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.COMPLETED)
+
+
+def test_report_filters_and_offers_resend_or_mark_for_unknown(
+    client: Client, portal: Portal, make_campaign: MakeCampaign
+):
+    campaign = make_campaign([1, 2, 3])
+    _finish(campaign, {1: "sent", 2: "unknown", 3: "rejected"})
+    url = f"/app/campaigns/{campaign.pk}/report/"
+
+    body = client.get(url + "?state=unknown", **headers(portal)).content.decode()
+    assert body.count('data-state="unknown"') == 1 and 'data-state="sent"' not in body
+    assert "Resend" in body and "Mark as delivered" in body
+
+    unknown = Recipient.objects.get(campaign=campaign, user_id=2)
+    client.post(
+        f"/app/campaigns/{campaign.pk}/recipients/",
+        {"action": "mark", "recipients": [unknown.pk]},
+        **headers(portal),
+    )
+    unknown.refresh_from_db()
+    assert unknown.delivery is not None and unknown.delivery.status == Delivery.Status.SENT
+
+
+def test_csv_export_uses_a_single_use_link(
+    client: Client, portal: Portal, make_campaign: MakeCampaign
+):
+    campaign = make_campaign([1, 2])
+    Recipient.objects.filter(campaign=campaign, user_id=2).update(name="=cmd|'/c calc'!A0")
+    _finish(campaign, {1: "sent", 2: "rejected"})
+
+    response = client.post(
+        f"/app/campaigns/{campaign.pk}/export/", {"state": ""}, **headers(portal)
+    )
+
+    link = response["HX-Redirect"]
+    download = client.get(link)
+    body = b"".join(download.streaming_content).decode("utf-8-sig")
+    assert download["Content-Disposition"].startswith("attachment;")
+    assert body.splitlines()[0].startswith("user_id,name")
+    assert "1,Name1,Last1,sent" in body
+    assert "'=cmd" in body  # no formula injection into spreadsheets
+    assert client.get(link).status_code == 410
+
+
+def test_settings_are_for_admins_and_manage_the_exclusion_list(client: Client, portal: Portal):
+    assert client.get("/app/campaigns/settings/", **headers(portal, admin=False)).status_code == 403
+
+    client.post(
+        "/app/campaigns/settings/",
+        {"form": "exclusions", "user_ids": "5, 9", "note": "asked"},
+        **headers(portal),
+    )
+    client.post(
+        "/app/campaigns/settings/",
+        {
+            "form": "settings",
+            "allowed_user_ids": "7",
+            "allowed_department_ids": "",
+            "time_zone": "UTC",
+        },
+        **headers(portal),
+    )
+
+    assert sorted(Exclusion.objects.values_list("user_id", flat=True)) == [5, 9]
+    assert (
+        client.get("/app/campaigns/", **headers(portal, admin=False, user_id=7)).status_code == 200
+    )
