@@ -39,6 +39,9 @@ class CampaignSettings(models.Model):
     time_zone = models.CharField(max_length=64, default="UTC")
     single_calls = models.BooleanField(default=False)
     single_calls_since = models.DateTimeField(null=True, blank=True)
+    # Unix time of the next free send slot once the pacer makes lanes wait: each waiting lane
+    # reserves its own slot, one request interval apart, instead of all waking for one token.
+    next_slot_at = models.FloatField(default=0.0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -38,6 +38,7 @@ import math
 import os
 import random
 import secrets
+import time as _time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -1088,12 +1089,12 @@ def lane_run(
             return "window"
         _lane_idle(lane_pk, portal_id, slot, token)
         return "idle"
+    options = settings_for(portal)
     if not granted:
         wait = pacer.pacer_acquire(portal=portal, interactive=False, method=METHOD)
         if wait > 0:
-            _lane_again(lane_pk, portal_id, slot, token, wait + _stagger(portal, slot))
+            _lane_again(lane_pk, portal_id, slot, token, _reserve(portal, wait))
             return "wait"
-    options = settings_for(portal)
     size = 1 if options.single_calls else BATCH_SIZE
     claim = _claim(campaign, portal, token, size, now)
     if not claim.items:
@@ -1108,14 +1109,47 @@ def lane_run(
         _lane_again(lane_pk, portal_id, slot, token, countdown)
         return "sent"
     wait = pacer.pacer_acquire(portal=portal, interactive=False, method=METHOD)
-    countdown = wait + _stagger(portal, slot) if wait else 0.0
+    countdown = _reserve(portal, wait) if wait else _poll_interval()
     _lane_again(lane_pk, portal_id, slot, token, countdown, granted=wait == 0)
     return "sent"
 
 
-def _stagger(portal: Portal, slot: int) -> float:
-    """Lanes told to wait wake one request interval apart, not all at once for one token."""
-    return min(2.0, slot / max(0.1, pacer.limits_for(portal).rate))
+def _poll_interval() -> float:
+    """The countdown of a lane's next step when its token is already in hand.
+
+    Zero on brokers that push (Redis, RabbitMQ). The embedded SQLite transport is polled about
+    once a second, and a worker (acks_late, prefetch multiplier 1) takes only as many plain
+    tasks per poll as it has pool processes: a portal could never go faster than about two
+    batches a second, which is the platform's own rate, so the burst allowance would never be
+    used. A task with an ETA is fetched ahead and does not count against that limit, so there
+    the next step gets an ETA of one poll interval and every lane keeps moving.
+    """
+    from b24app.celery import app
+
+    url = str(app.conf.broker_url or "")
+    if not url.startswith(("sqla+", "sqlalchemy")):
+        return 0.0
+    options = app.conf.broker_transport_options or {}
+    return float(options.get("polling_interval", 1.0))
+
+
+def _reserve(portal: Portal, wait: float) -> float:
+    """The countdown to a send slot of this lane's own, no sooner than the pacer's `wait`.
+
+    The pacer answers every lane "wait w" for the same next token; if they all woke at w, one
+    would send and the rest would only spend a task run each to hear "wait" again. Instead each
+    waiting lane takes the next free slot, one request interval (1/rate) after the last one
+    handed out, so in steady state every task run sends. The pacer still decides at run time.
+    """
+    gap = 1.0 / max(0.01, pacer.limits_for(portal).rate)
+    now = _unix_now()
+    with transaction.atomic():
+        row = CampaignSettings.objects.select_for_update().filter(portal=portal).first()
+        if row is None:
+            return wait
+        slot = max(now + wait, row.next_slot_at)
+        CampaignSettings.objects.filter(portal=portal).update(next_slot_at=slot + gap)
+    return slot - now
 
 
 def _claim(campaign: Campaign, portal: Portal, token: str, size: int, now: datetime) -> _Claim:
@@ -1249,6 +1283,11 @@ def _claim(campaign: Campaign, portal: Portal, token: str, size: int, now: datet
 
 
 _session_cache: dict[int, Any] = {}
+
+
+def _unix_now() -> float:
+    """Unix time (the pacer's clock)."""
+    return _time.time()
 
 
 def _session() -> Any:

@@ -110,7 +110,6 @@ def world(campaign_sandbox: SandboxServer, celery_worker: WorkerControl, setting
         B24_CLIENT_ID="local.b24app.sandbox",
         B24_CLIENT_SECRET="sandbox-client-secret-0123456789",
         B24_REQUEST_TIMEOUT="5",
-        B24_PACER_REDIS_URL=settings.B24_PACER_REDIS_URL,
     )
     return World(sandbox=campaign_sandbox, control=control, worker=celery_worker)
 
@@ -289,3 +288,34 @@ def test_campaign_send_command_joins_the_line_and_waits_for_the_summary(world: W
     assert "sent 3" in lines[-1] and "skipped 1" in lines[-1]
     assert Line.objects.get(portal=portal, code=LINE_CODE_2).join_status == "joined"
     assert set(world.inbox(portal)) == {1, 2, 3}
+
+
+def test_replies_lost_after_delivery_are_settled_without_duplicates(world: World):
+    world.worker.start(concurrency=CONCURRENCY)
+    limited = world.connect(1)
+    nfr = world.connect(2, nfr=True)
+    for index in (1, 2):  # a quarter of the batches are stored, then the connection drops
+        world.control.control(portal=index, drop_after_rate=0.25)
+    on_limit = resolved(create(limited, joined_line(limited), list(range(1, 501))))
+    on_nfr = resolved(create(nfr, joined_line(nfr), list(range(1, 501))))
+
+    services.campaign_start(campaign=on_limit)
+    services.campaign_start(campaign=on_nfr)
+    finished(on_limit, timeout=60)
+    finished(on_nfr, timeout=60)
+
+    # Weekly limit: every unknown was resent once and the limit proved where it had landed.
+    counts = assert_exactly_once(world, limited, on_limit)
+    assert counts["unknown"] == 0
+    # NFR: nothing can prove it, so unknowns stay for a person, and nothing is sent twice.
+    everyone = set(Recipient.objects.filter(campaign=on_nfr).values_list("user_id", flat=True))
+    inbox = world.inbox(nfr)
+    assert all(n == 1 for user, n in inbox.items() if user in everyone)
+    nfr_counts = services.campaign_counts(campaign=on_nfr)
+    assert nfr_counts["unknown"] > 0 and nfr_counts["queued"] == nfr_counts["sending"] == 0
+    unknown_users = set(
+        Recipient.objects.filter(
+            campaign=on_nfr, delivery__status=Delivery.Status.UNKNOWN
+        ).values_list("user_id", flat=True)
+    )
+    assert unknown_users <= set(inbox)  # each one did land: the reply was what got lost
