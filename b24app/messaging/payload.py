@@ -20,6 +20,7 @@ below reproduce it, because the sandbox must refuse and accept exactly what a po
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import random
@@ -27,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self, TypeAlias, TypeVar
 
 from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
@@ -168,6 +169,31 @@ def _phpify(value: Any, depth: int = 0) -> Any:
     """
     if depth > _MAX_DEPTH:
         return None
+    cls = type(value)
+    if cls in _SCALARS:
+        return value
+    if depth == _MAX_DEPTH:
+        return _phpify_general(value, depth)  # the children are past the limit
+    child = depth + 1
+    if cls is dict:
+        items = [
+            (
+                k if type(k) is str and k[:1] not in _INT_KEY_START else _php_key(k),
+                v if type(v) in _SCALARS else _phpify(v, child),
+            )
+            for k, v in value.items()
+        ]
+        for k, _v in items:
+            if not isinstance(k, int):
+                return {str(k): v for k, v in items}
+        return [v for _k, v in items]
+    if cls is list:
+        return [v if type(v) in _SCALARS else _phpify(v, child) for v in value]
+    return _phpify_general(value, depth)
+
+
+def _phpify_general(value: Any, depth: int) -> Any:
+    # Any type, one level at a time (the children go back through the fast `_phpify`).
     if isinstance(value, Mapping):
         items = [(_php_key(k), _phpify(v, depth + 1)) for k, v in value.items()]
         if all(isinstance(k, int) for k, _v in items):
@@ -178,6 +204,12 @@ def _phpify(value: Any, depth: int = 0) -> Any:
     if value is None or isinstance(value, str | int | float):
         return value
     return None
+
+
+#: Exact types `_phpify` passes through unchanged (bool is an int for it too).
+_SCALARS: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+#: A key can only be an integer for PHP when it starts with one of these.
+_INT_KEY_START = frozenset("-0123456789")
 
 
 def _php_key(key: Any) -> int | str:
@@ -255,11 +287,14 @@ def _php_float_str(value: float) -> str:
 
 
 def _trim(value: Any) -> str:
+    if type(value) is str:
+        return value.strip(_PHP_TRIM)
     return _php_str(value).strip(_PHP_TRIM)
 
 
 def _no_newlines(text: str) -> str:
-    return _NEWLINE_RE.sub(" ", text)
+    # Every line break the pattern knows is unprintable, so printable text has none.
+    return text if text.isprintable() else _NEWLINE_RE.sub(" ", text)
 
 
 def _intval(value: Any) -> int:
@@ -329,16 +364,33 @@ def _strict_json(text: str) -> tuple[bool, Any]:
         return False, None
 
 
-def _decode_js(text: str) -> Any:
+def _decode_js(text: str) -> tuple[bool, Any, Any]:
     """Decode an ATTACH string the way Bitrix does: JSON first, then a JS-object-literal parser.
 
     The fallback accepts unquoted keys, single-quoted strings, bare words and trailing commas.
-    Anything it cannot read gives None (the server then answers ATTACH_ERROR).
+    Returns (strict JSON ok, the strict value, the server's reading already `_phpify`-ed); the
+    reading is None for anything it cannot read (the server then answers ATTACH_ERROR).
     """
     ok, value = _strict_json(text)
     if ok and value is not None:
-        return value
-    return _JsLiteralParser(text).parse()
+        return ok, value, _phpify_json(value, text)
+    return ok, value, _phpify(_JsLiteralParser(text).parse())
+
+
+# An object that is empty or whose first key may be an integer (digits, a minus, an escape).
+_MAYBE_INT_KEYED_RE = re.compile(r'\{\s*(?:\}|"[-0-9\\])')
+
+
+def _phpify_json(value: Any, text: str) -> Any:
+    """`_phpify(value)` for `value = json.loads(text)`, without the walk when it changes nothing.
+
+    Decoded JSON holds only dicts with string keys, lists and plain scalars, so `_phpify` can
+    only turn an empty or all-integer-keyed object into a list, or cut nesting past the cap;
+    when the text shows neither, the decoded value already is the result.
+    """
+    if _MAYBE_INT_KEYED_RE.search(text) or _nesting_exceeds(text, _MAX_DEPTH):
+        return _phpify(value)
+    return value
 
 
 class _JsLiteralParser:
@@ -480,7 +532,18 @@ def parse_attach(
     """
     data = _phpify(value)
     if isinstance(data, str):
-        data = _phpify(_decode_js(data))
+        _ok, _strict, data = _decode_js(data)
+    return _normalise_attach(data, now, random_color)
+
+
+def _normalise_attach(
+    data: Any,
+    now: int | None,
+    random_color: Callable[[], str] | None,
+    grid: Callable[[Any], Any] | None = None,
+) -> dict[str, Any] | None:
+    # `parse_attach` on data already `_phpify`-ed and decoded. `grid` stands in for
+    # `_server_grid` (see `_measure_attach`).
     if not isinstance(data, dict | list):
         return None
 
@@ -505,11 +568,11 @@ def parse_attach(
         result["COLOR"] = color if _is_color(color) else (random_color or _random_color)()
 
     for block in _foreach(blocks):
-        _add_block(result, block)
+        _add_block(result, block, grid or _server_grid)
     return result if result["BLOCKS"] else None
 
 
-def _add_block(result: dict[str, Any], data: Any) -> None:
+def _add_block(result: dict[str, Any], data: Any, grid: Callable[[Any], Any]) -> None:
     # Dispatch by the first known key present, in the server's order; other keys are ignored.
     blocks: list[dict[str, Any]] = result["BLOCKS"]
     if _isset(data, "USER"):
@@ -533,7 +596,7 @@ def _add_block(result: dict[str, Any], data: Any) -> None:
                 result["DESCRIPTION"] = text
             blocks.append({"MESSAGE": text})
     elif _isset(data, "GRID"):
-        _append(blocks, "GRID", _server_grid(data["GRID"]))
+        _append(blocks, "GRID", grid(data["GRID"]))
     elif _isset(data, "IMAGE"):
         _append(blocks, "IMAGE", _server_items(data["IMAGE"], _server_image))
     elif _isset(data, "FILE"):
@@ -643,34 +706,61 @@ def _server_user(params: Any) -> dict[str, Any] | None:
 
 def _server_grid(value: Any) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
+    append = items.append
     for grid in _foreach(value):
         if not isinstance(grid, dict):
             continue
-        display = grid.get("DISPLAY")
-        if not _eq(display, "LINE"):
-            name, val = grid.get("NAME"), grid.get("VALUE")
-            if (name is None and val is None) or (_trim(name) == "" and _trim(val) == ""):
-                continue
-        out: dict[str, Any] = {}
-        if display is not None and _in(
-            display, ("BLOCK", "LINE", "CARD", "ROW", "COLUMN", "TABLE")
-        ):
-            if _eq(display, "COLUMN"):
-                display = "ROW"
-            if _eq(display, "CARD"):
-                display = "LINE"
-            out["DISPLAY"] = display
+        display, name, val = grid.get("DISPLAY"), grid.get("NAME"), grid.get("VALUE")
+        if type(display) is str:
+            # `_in`/`_eq` of a plain string: a lookup (COLUMN shows as ROW, CARD as LINE).
+            shown = _GRID_DISPLAYS.get(display, "BLOCK")
+            line = display == "LINE"
         else:
-            out["DISPLAY"] = "BLOCK"
-        out["NAME"] = _no_newlines(_trim(grid.get("NAME")))
-        out["VALUE"] = _trim(grid.get("VALUE")).replace("#BR#", "[BR]")
-        if _is_color(grid.get("COLOR")):
-            out["COLOR"] = grid["COLOR"]
-        _copy_positive(grid, out, "WIDTH", "HEIGHT", "USER_ID", "CHAT_ID")
-        if _is_url(grid.get("LINK")):
-            out["LINK"] = grid["LINK"]
-        items.append(out)
+            shown, line = _server_grid_display(display)
+        if not line and (
+            (name is None and val is None) or (_trim(name) == "" and _trim(val) == "")
+        ):
+            continue
+        name = name.strip(_PHP_TRIM) if type(name) is str else _trim(name)
+        val = val.strip(_PHP_TRIM) if type(val) is str else _trim(val)
+        out: dict[str, Any] = {
+            "DISPLAY": shown,
+            "NAME": name if name.isprintable() else _no_newlines(name),
+            "VALUE": val.replace("#BR#", "[BR]") if "#BR#" in val else val,
+        }
+        if not _GRID_EXTRAS.isdisjoint(grid):
+            if _is_color(grid.get("COLOR")):
+                out["COLOR"] = grid["COLOR"]
+            _copy_positive(grid, out, "WIDTH", "HEIGHT", "USER_ID", "CHAT_ID")
+            if _is_url(grid.get("LINK")):
+                out["LINK"] = grid["LINK"]
+        append(out)
     return items
+
+
+def _server_grid_display(display: Any) -> tuple[Any, bool]:
+    """(DISPLAY as the server stores it, whether it counts as LINE) for any value."""
+    shown = display
+    if display is not None and _in(display, ("BLOCK", "LINE", "CARD", "ROW", "COLUMN", "TABLE")):
+        if _eq(shown, "COLUMN"):
+            shown = "ROW"
+        if _eq(shown, "CARD"):
+            shown = "LINE"
+    else:
+        shown = "BLOCK"
+    return shown, _eq(display, "LINE")
+
+
+_GRID_DISPLAYS = {
+    "BLOCK": "BLOCK",
+    "LINE": "LINE",
+    "CARD": "LINE",
+    "ROW": "ROW",
+    "COLUMN": "ROW",
+    "TABLE": "TABLE",
+}
+# The optional grid fields; an item with none of them needs no look at any.
+_GRID_EXTRAS = frozenset({"COLOR", "WIDTH", "HEIGHT", "USER_ID", "CHAT_ID", "LINK"})
 
 
 def _server_items(
@@ -829,13 +919,153 @@ def attach_size(normalised: Any, rule: SizeRule) -> int:
     is still escaped. "bytes" (older server): bytes of Bitrix's default encoding, which escapes
     every non-ASCII character as \\uXXXX and <, >, &, ', " as \\u003C-style sequences.
     """
-    return len(_php_json(normalised, unicode=rule == "chars", hex_specials=rule == "bytes"))
+    return _php_json_length(normalised, unicode=rule == "chars", hex_specials=rule == "bytes")
 
 
-_SHORT_ESCAPES = {"\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+def _normalised_size(normalised: dict[str, Any], rule: SizeRule) -> int:
+    """`attach_size` of what `parse_attach`/`parse_keyboard` returned.
+
+    Their results nest at most a few levels above `_phpify`-ed data, itself capped at
+    `_MAX_DEPTH`, so json_encode's own depth cap (twice that) never applies: no need to look.
+    """
+    return _php_json_length(
+        normalised, unicode=rule == "chars", hex_specials=rule == "bytes", depth_known=True
+    )
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(type(value).__name__)  # hands the whole value to `_php_json_walk`
+
+
+# The C encoder, with the separators and escapes json_encode starts from; anything the PHP
+# rules spell differently (NaN, unknown types) makes it raise instead.
+_JSON_ASCII = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_not_json
+).encode
+_JSON_UNICODE = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_not_json
+).encode
+# For `_nesting_exceeds`: keep quotes and brackets of UTF-8 JSON, brackets as parentheses.
+_NOT_STRUCTURE = bytes(byte for byte in range(256) if byte not in b'"[]{}')
+_AS_PARENS = bytes.maketrans(b"[]{}", b"()()")
 
 
 def _php_json(value: Any, *, unicode: bool, hex_specials: bool) -> str:
+    """json_encode of `value`: PHP's escapes, an empty array as `[]`, NaN as 0, depth-capped.
+
+    The C encoder does the work; only what it cannot express exactly (an empty dict, a type
+    JSON lacks, a non-finite float, nesting past the cap, a cycle) goes through the walk.
+    Dict keys are written as JSON writes them (`true` for a True key where str() gives
+    `True`): the same length, and the decoded request data never has non-string keys.
+    """
+    try:
+        text = _JSON_UNICODE(value) if unicode else _JSON_ASCII(value)
+    except (TypeError, ValueError, RecursionError):
+        return _php_json_walk(value, unicode=unicode, hex_specials=hex_specials)
+    if "{}" in text or _nesting_exceeds(text, _MAX_DEPTH * 2):
+        # "{}" may be text inside a string too; the walk is exact either way.
+        return _php_json_walk(value, unicode=unicode, hex_specials=hex_specials)
+    return _php_escapes(text, unicode=unicode, hex_specials=hex_specials)
+
+
+def _php_json_length(
+    value: Any, *, unicode: bool, hex_specials: bool, depth_known: bool = False
+) -> int:
+    """`len(_php_json(value, ...))`, counting PHP's extra escape characters in place.
+
+    An empty dict (`{}` for `[]`) and a non-string key (`true` for `True`, `null` for
+    `None`) are spelt differently by the C encoder but have the same length, so unlike
+    `_php_json` this needs no walk for them. `depth_known`: the caller vouches that `value`
+    nests no more than `_MAX_DEPTH * 2` deep.
+    """
+    try:
+        text = _JSON_UNICODE(value) if unicode else _JSON_ASCII(value)
+    except (TypeError, ValueError, RecursionError):
+        return len(_php_json_walk(value, unicode=unicode, hex_specials=hex_specials))
+    if not (depth_known or type(value) is str) and _nesting_exceeds(text, _MAX_DEPTH * 2):
+        return len(_php_json_walk(value, unicode=unicode, hex_specials=hex_specials))
+    return len(text) + _escape_growth(text, unicode=unicode, hex_specials=hex_specials)
+
+
+def _escape_growth(text: str, *, unicode: bool, hex_specials: bool) -> int:
+    """How much longer `_php_escapes` makes the C encoder's `text`, without rewriting it."""
+    growth = text.count("/")  # \/
+    if hex_specials:
+        raw = text.encode("utf-8", "surrogatepass")
+        growth += 5 * (len(raw) - len(raw.translate(None, b"<>&'")))  # \u003C-style
+    if "\\" in text:
+        escapes = text.replace("\\\\", "")  # a backslash left starts an escape
+        if hex_specials:
+            growth += 4 * escapes.count('\\"')  # \u0022 for \"
+        if not unicode:
+            growth -= 5 * escapes.count("\\u007f")  # DEL stays raw
+    if unicode and not text.isascii():
+        growth += 5 * (text.count("\u2028") + text.count("\u2029"))
+    return growth
+
+
+def _php_escapes(text: str, *, unicode: bool, hex_specials: bool) -> str:
+    """Turn the C encoder's output (`ensure_ascii` = not `unicode`) into json_encode's.
+
+    json_encode escapes `/`; Bitrix's older encoding also writes `<>&'"` as \\u003C-style
+    sequences. The encoder escapes DEL as \\u007f where PHP leaves it, and with
+    `ensure_ascii=False` leaves U+2028/U+2029 raw where PHP escapes them. Both agree on
+    everything else: short escapes, lowercase \\u00XX for other controls and non-ASCII,
+    surrogate pairs above U+FFFF.
+    """
+    has_escapes = "\\" in text
+    fix_quote = has_escapes and hex_specials and '\\"' in text
+    fix_del = has_escapes and not unicode and "\\u007f" in text
+    if fix_quote or fix_del:
+        # Only a backslash that starts an escape counts: hide every escaped backslash first
+        # (NUL never appears raw in the encoder's output).
+        text = text.replace("\\\\", "\0")
+        if fix_quote:
+            text = text.replace('\\"', "\\u0022")
+        if fix_del:
+            text = text.replace("\\u007f", "\x7f")
+        text = text.replace("\0", "\\\\")
+    text = text.replace("/", "\\/")
+    if hex_specials:
+        text = (
+            text.replace("<", "\\u003C")
+            .replace(">", "\\u003E")
+            .replace("&", "\\u0026")
+            .replace("'", "\\u0027")
+        )
+    if unicode and not text.isascii():
+        text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return text
+
+
+def _nesting_exceeds(text: str, limit: int) -> bool:
+    """Whether the valid JSON `text` nests containers more than `limit` deep."""
+    # Only brackets outside strings count. Drop escaped backslashes and quotes, then keep
+    # just quotes and brackets (as parentheses): `"..."` pairs hold the strings' brackets.
+    if "\\" in text:
+        text = text.replace("\\\\", "").replace('\\"', "")
+    marks = text.encode("utf-8", "surrogatepass").translate(_AS_PARENS, _NOT_STRUCTURE)
+    if marks.count(b"(") <= limit:
+        return False
+    # Peel one level per pass: empty pairs of parentheses, then of quotes. A bracket never
+    # pairs across a quote, so strings only add passes (or stop them when their own
+    # brackets don't balance): when this empties within `limit` passes, so would the
+    # nesting outside strings.
+    peeled = marks
+    for _pass in range(limit):
+        shorter = peeled.replace(b"()", b"").replace(b'""', b"")
+        if not shorter:
+            return False
+        if len(shorter) == len(peeled):
+            break
+        peeled = shorter
+    # Exactly: leave out everything between quotes and measure the rest.
+    outside = b"".join(marks.split(b'"')[::2])
+    steps = (1 if mark == 40 else -1 for mark in outside)  # 40: "("
+    return max(itertools.accumulate(steps), default=0) > limit
+
+
+def _php_json_walk(value: Any, *, unicode: bool, hex_specials: bool) -> str:
     parts: list[str] = []
     _php_json_into(value, parts, unicode=unicode, hex_specials=hex_specials, depth=0)
     return "".join(parts)
@@ -877,30 +1107,8 @@ def _php_json_into(
 
 
 def _php_json_string(text: str, *, unicode: bool, hex_specials: bool) -> str:
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char == '"':
-            out.append("\\u0022" if hex_specials else '\\"')
-        elif char == "\\":
-            out.append("\\\\")
-        elif char == "/":
-            out.append("\\/")
-        elif char in _SHORT_ESCAPES:
-            out.append(_SHORT_ESCAPES[char])
-        elif code < 0x20:
-            out.append(f"\\u{code:04x}")
-        elif hex_specials and char in "<>&'":
-            out.append(f"\\u{code:04X}")
-        elif code < 0x80 or (unicode and code not in (0x2028, 0x2029)):
-            out.append(char)
-        elif code > 0xFFFF:
-            high, low = divmod(code - 0x10000, 0x400)
-            out.append(f"\\u{0xD800 + high:04x}\\u{0xDC00 + low:04x}")
-        else:
-            out.append(f"\\u{code:04x}")
-    out.append('"')
-    return "".join(out)
+    encoded = _JSON_UNICODE(text) if unicode else _JSON_ASCII(text)
+    return _php_escapes(encoded, unicode=unicode, hex_specials=hex_specials)
 
 
 # --- the method ----------------------------------------------------------------------------------
@@ -957,7 +1165,7 @@ def server_accept(
         attach = parse_attach(upper["ATTACH"], now, random_color=random_color)
         if attach is None:
             return server_refusal("ATTACH_ERROR")
-        if attach_size(attach, size_rule) >= ATTACH_SIZE_LIMIT:
+        if _normalised_size(attach, size_rule) >= ATTACH_SIZE_LIMIT:
             return server_refusal("ATTACH_OVERSIZE")
 
     keyboard = None
@@ -1035,6 +1243,14 @@ class _Checker:
     def __init__(self, code: str) -> None:
         self.code = code
         self.problems: list[Problem] = []
+        self._plain_grids: dict[int, tuple[Any, _PlainGrid | None]] = {}
+
+    def plain_grid(self, body: Any) -> _PlainGrid | None:
+        """`_plain_grid(body)`, read once for the policy and the measuring alike."""
+        seen = self._plain_grids.get(id(body))
+        if seen is None or seen[0] is not body:
+            seen = self._plain_grids[id(body)] = (body, _plain_grid(body))
+        return seen[1]
 
     def add(self, path: str, message: StrOrPromise) -> None:
         self.problems.append(Problem(self.code, path, message, policy=True))
@@ -1243,14 +1459,133 @@ def _check_grid_block(body: Any, path: str, checker: _Checker) -> None:
     if not isinstance(body, list) or not body:
         checker.add(path, _("A grid needs a non-empty list of items."))
         return
+    plain = checker.plain_grid(body)
+    if (plain is not None and plain.policy_ok) or all(map(_grid_item_ok, body)):
+        return
     for index, item in enumerate(body):
         _check_item(item, f"{path}[{index}]", _GRID_ITEM_RULE, checker)
+
+
+def _grid_item_ok(item: Any) -> bool:
+    """A quick yes: `_check_item` finds no problem in this grid item (False: it may)."""
+    if type(item) is not dict:
+        return False
+    get = item.get
+    name, value = get("NAME"), get("VALUE")
+    if type(name) is not str or type(value) is not str:
+        return False
+    if not (name.strip() and value.strip() and name.strip(_PHP_TRIM) and value.strip(_PHP_TRIM)):
+        return False  # blank (see `_blank`)
+    size = len(item)
+    if size == 2:
+        return True
+    if size == 3:
+        display = get("DISPLAY")
+        if type(display) is str and display in _POLICY_GRID_DISPLAYS:
+            return True
+    fields = _GRID_ITEM_RULE.fields
+    for key, field in item.items():
+        if key == "NAME" or key == "VALUE":
+            continue
+        if key == "DISPLAY" and type(field) is str and field in _POLICY_GRID_DISPLAYS:
+            continue
+        validator = fields.get(key)
+        if validator is None or validator(field) is not None:
+            return False
+    return True
+
+
+class _PlainGrid(NamedTuple):
+    """A GRID of plain items: dicts with string NAME and VALUE, maybe a string DISPLAY.
+
+    The rows the server keeps (`_server_grid`) are `{"DISPLAY", "NAME", "VALUE"}` made of
+    `shown`, `names` and `values`: no newline replaced yet in the names, no `#BR#` in the
+    values. `policy_ok`: `_check_item` finds no problem in any item.
+    """
+
+    shown: list[str]
+    names: list[str]
+    values: list[str]
+    policy_ok: bool
+
+
+def _plain_grid(body: Any) -> _PlainGrid | None:
+    """`body` read as a `_PlainGrid`, in one pass; None unless every item is plain."""
+    if type(body) is not list:
+        return None
+    shown: list[str] = []
+    names: list[str] = []
+    values: list[str] = []
+    policy_ok = True
+    trim, add_shown, add_name, add_value = _PHP_TRIM, shown.append, names.append, values.append
+    for item in body:
+        # Plain: exactly DISPLAY, NAME and VALUE, or exactly NAME and VALUE.
+        if type(item) is not dict:
+            return None
+        try:
+            if len(item) == 3:
+                display, name, value = item["DISPLAY"], item["NAME"], item["VALUE"]
+            elif len(item) == 2:
+                display, name, value = _NO_DISPLAY, item["NAME"], item["VALUE"]
+            else:
+                return None
+        except KeyError:
+            return None
+        if type(name) is not str or type(value) is not str:
+            return None
+        if type(display) is str:
+            line = display == "LINE"
+            if display not in _POLICY_GRID_DISPLAYS:
+                policy_ok = False
+            display = _GRID_DISPLAYS.get(display, "BLOCK")
+        elif display is _NO_DISPLAY or display is None:
+            line = False
+            if display is None:
+                policy_ok = False  # DISPLAY: null is no choice
+            display = "BLOCK"
+        else:
+            return None
+        trimmed_name, trimmed_value = name.strip(trim), value.strip(trim)
+        if not (trimmed_name and trimmed_value):
+            policy_ok = False  # blank
+            if not (line or trimmed_name or trimmed_value):
+                continue  # `_server_grid` drops a blank item
+        add_shown(display)
+        add_name(trimmed_name)
+        add_value(trimmed_value)
+    # Not blank (`_blank`) also needs something that Python's strip() keeps. What it keeps
+    # of the trimmed text, it keeps of the whole (if not, this just says no).
+    policy_ok = policy_ok and all(map(str.strip, names)) and all(map(str.strip, values))
+    return _PlainGrid(shown, names, values, policy_ok)
+
+
+_NO_DISPLAY = object()
+
+
+def _plain_rows_length(plain: _PlainGrid, *, unicode: bool, hex_specials: bool) -> int:
+    """`_php_json_length(_server_grid(body), ...)` of a plain grid, without building rows."""
+    rows = len(plain.shown)
+    if not rows:
+        return 2  # []
+    text = "".join(plain.names)
+    if not text.isprintable():
+        text = "".join(map(_no_newlines, plain.names))
+    more = "".join(plain.values)
+    if "#BR#" in more:
+        more = "".join(value.replace("#BR#", "[BR]") for value in plain.values)
+    # Escaping works character by character: the strings' escaped lengths add up to that of
+    # their concatenation (less its quotes). Each row adds `{"DISPLAY":"…","NAME":"…",
+    # "VALUE":"…"}` around them (35 characters), the list its brackets and commas.
+    joined = text + more
+    strings = _php_json_length(joined, unicode=unicode, hex_specials=hex_specials) - 2
+    return 1 + 36 * rows + len("".join(plain.shown)) + strings
 
 
 def _check_delimiter_block(body: Any, path: str, checker: _Checker) -> None:
     _check_item(body, path, _DELIMITER_RULE, checker)
 
 
+_POLICY_GRID_DISPLAYS = frozenset({"BLOCK", "LINE", "ROW", "TABLE"})
 _BLOCK_CHECKS: dict[str, Callable[[Any, str, _Checker], None]] = {
     "MESSAGE": _check_message_block,
     "LINK": _one_or_many_rule(_LINK_RULE),
@@ -1277,19 +1612,6 @@ def _check_block(block: Any, path: str, checker: _Checker) -> None:
         checker.add(f"{path}.{kind}", _("Unknown block type: Bitrix would drop this block."))
         return
     check(body, f"{path}.{kind}", checker)
-
-
-def _decode_attach_policy(value: Any, checker: _Checker) -> Any:
-    """The structure an ATTACH value stands for; a string must be strict JSON of a container."""
-    if not isinstance(value, str):
-        return value
-    ok, decoded = _strict_json(value)
-    if ok and isinstance(decoded, dict | list):
-        return _phpify(decoded)
-    checker.add("ATTACH", _("The attachment must be JSON of an object or a list."))
-    if ok:
-        return None
-    return _phpify(_decode_js(value))  # read it like the server does, to report the rest
 
 
 def _check_attach_structure(value: Any, checker: _Checker) -> None:
@@ -1323,14 +1645,23 @@ def validate_attach(value: Any) -> list[Problem]:
     if _empty(data):
         return []
     checker = _Checker("ATTACH_ERROR")
-    structure = _decode_attach_policy(data, checker)
+    # The structure an ATTACH value stands for; a string must be strict JSON of a container.
+    # It is decoded once, for the policy and for the server's reading alike.
+    structure = reading = data
+    if isinstance(data, str):
+        ok, decoded, reading = _decode_js(data)
+        if not (ok and isinstance(decoded, dict | list)):
+            checker.add("ATTACH", _("The attachment must be JSON of an object or a list."))
+            # Not JSON: read it like the server does, to report the rest.
+            structure = reading if not ok else None
+        else:
+            structure = reading
     if structure is not None:
         _check_attach_structure(structure, checker)
-    normalised = parse_attach(data, _MEASURE_NOW, random_color=lambda: "#000000")
-    if normalised is None:
+    size = _measure_attach(reading, checker)
+    if size is None:
         return checker.server_refuses("ATTACH", _("No block of this attachment is valid."))
     problems = checker.problems
-    size = attach_size(normalised, "bytes")
     if size >= POLICY_SIZE_LIMIT:
         message = format_lazy(
             _("The attachment is too large: {size} bytes, the limit is {limit}."),
@@ -1340,6 +1671,35 @@ def validate_attach(value: Any) -> list[Problem]:
         oversize = Problem("ATTACH_OVERSIZE", "ATTACH", message, size < ATTACH_SIZE_LIMIT)
         problems = [oversize, *problems]
     return problems
+
+
+def _measure_attach(reading: Any, checker: _Checker) -> int | None:
+    """`attach_size` of the server's normalised ATTACH by the older rule; None if none is left.
+
+    The same as measuring `_normalise_attach(reading, …)`, but a grid of plain items
+    (`_PlainGrid`, as the policy check already read it) is measured from its strings instead
+    of being built and encoded: it stands in the normalised ATTACH as `[0]`, three
+    characters, and its real length is added instead.
+    """
+    extra = 0
+
+    def grid(body: Any) -> Any:
+        nonlocal extra
+        plain = checker.plain_grid(body)
+        if plain is None:
+            return _server_grid(body)
+        if not plain.shown:
+            return []  # no row: the block is dropped
+        extra += _plain_rows_length(plain, unicode=False, hex_specials=True) - 3
+        return _MEASURED_ROWS
+
+    normalised = _normalise_attach(reading, _MEASURE_NOW, lambda: "#000000", grid)
+    if normalised is None:
+        return None
+    return _normalised_size(normalised, "bytes") + extra
+
+
+_MEASURED_ROWS = (0,)
 
 
 def _check_buttons(buttons: Any, base: str, checker: _Checker) -> None:
@@ -1390,7 +1750,7 @@ def validate_keyboard(value: Any, bot_id: Any = None) -> list[Problem]:
     if normalised is None:
         return checker.server_refuses("KEYBOARD", _("No button of this keyboard is valid."))
     problems = checker.problems
-    size = attach_size(normalised, "bytes")
+    size = _normalised_size(normalised, "bytes")
     if size >= POLICY_SIZE_LIMIT:
         message = format_lazy(
             _("The keyboard is too large: {size} bytes, the limit is {limit}."),
