@@ -1456,8 +1456,9 @@ def _verdict(exc: BaseException | None, item: _Item, nfr: bool) -> _Verdict:
         )
     if isinstance(exc, errors.Unknown):
         outcome = messaging.Outcome(status.UNKNOWN, exc.code, str(exc.description))
-        # Where the weekly limit applies, one more attempt settles it (see module docstring).
-        return _Verdict(outcome, resend=not nfr and item.resends == 0)
+        # Where the weekly limit applies, one more attempt settles it (see module docstring);
+        # only once: a resend whose reply is lost too stays `unknown` for a person.
+        return _Verdict(outcome, resend=not nfr and not item.resend and item.resends == 0)
     raise exc
 
 
@@ -1499,7 +1500,9 @@ def _record(
                 single_calls=True, single_calls_since=now
             )
             log.warning("portal %s refuses batched sends: switching to single calls", portal.pk)
-        _maybe_complete(campaign.pk, now)
+    # After the commit, not inside it: of two lanes finishing the last batches at once, the one
+    # that commits last must see the other's rows settled (READ COMMITTED on Postgres).
+    _maybe_complete(campaign.pk, now)
     countdown = 0.0
     retry = [v.outcome for _item, v in verdicts if v.requeue and not v.block and not v.single]
     if retry:

@@ -187,6 +187,22 @@ def test_lost_reply_is_unknown_and_one_resend_proves_it_landed(
     assert "first attempt" in delivery.error_message
 
 
+def test_unknown_is_resent_only_once(
+    messenger: Messenger, portal: Portal, make_campaign: MakeCampaign
+):
+    messenger.add_users(2)
+    messenger.lose_reply_after_run = True  # the resend's reply is lost as well
+    campaign = start(make_campaign([1, 2]))
+
+    drain(portal)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.COMPLETED
+    assert states(campaign) == {"unknown": 2}
+    assert messenger.requests.count("batch") == 2  # the first attempt and one resend
+    assert sorted(messenger.sent_users) == [1, 2]
+
+
 def test_unknown_on_nfr_portal_is_never_resent_automatically(
     messenger: Messenger, portal: Portal, make_campaign: MakeCampaign
 ):
