@@ -23,6 +23,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from b24app.campaigns import forms, services
 from b24app.campaigns.models import Campaign, Exclusion, Recipient
+from b24app.messaging import render as chat
 from b24app.messaging.models import Delivery
 from b24app.portals.frame import FrameRequest, frame_view
 
@@ -148,12 +149,17 @@ def _detail_context(campaign: Campaign, **extra: Any) -> dict[str, Any]:
     return context
 
 
+def _preview(campaign: Campaign, user_id: int | None = None) -> dict[str, Any]:
+    recipient, text = services.campaign_preview(campaign=campaign, user_id=user_id)
+    html = chat.render_message(message=text, attach=campaign.attach, keyboard=campaign.keyboard)
+    return {"preview": text, "preview_html": html, "preview_recipient": recipient}
+
+
 @campaign_page
 def campaign_detail(request: FrameRequest, pk: int) -> HttpResponse:
     """One campaign: the pre-start summary, or live progress, and its actions."""
     campaign = _campaign(request, pk)
-    recipient, preview = services.campaign_preview(campaign=campaign)
-    return _detail(request, campaign, preview=preview, preview_recipient=recipient)
+    return _detail(request, campaign, **_preview(campaign))
 
 
 @campaign_page
@@ -171,9 +177,8 @@ def campaign_preview(request: FrameRequest, pk: int) -> HttpResponse:
     campaign = _campaign(request, pk)
     raw = request.GET.get("user_id", "").strip()
     user_id = int(raw) if raw.isdigit() else None
-    recipient, preview = services.campaign_preview(campaign=campaign, user_id=user_id)
-    context = {"campaign": campaign, "preview": preview, "preview_recipient": recipient}
-    if user_id is not None and recipient is None:
+    context: dict[str, Any] = {"campaign": campaign, **_preview(campaign, user_id)}
+    if user_id is not None and context["preview_recipient"] is None:
         context["preview_error"] = _("No recipient with this user ID in the campaign.")
     return _partial(request, "campaigns/detail.html#preview", context)
 
@@ -208,8 +213,7 @@ def campaign_action(request: FrameRequest, pk: int) -> HttpResponse:
     except services.CampaignError as exc:
         campaign.refresh_from_db()
         return _detail(request, campaign, action_error=exc.message)
-    recipient, preview = services.campaign_preview(campaign=campaign)
-    return _detail(request, campaign, preview=preview, preview_recipient=recipient)
+    return _detail(request, campaign, **_preview(campaign))
 
 
 def _report_context(request: FrameRequest, campaign: Campaign) -> dict[str, Any]:
