@@ -997,6 +997,13 @@ def _lane_again(
     _enqueue_lane(portal_id, slot, token, countdown, granted)
 
 
+def lane_retry(*, portal_id: int, slot: int, token: str, countdown: float = 5.0) -> None:
+    """Re-enqueue a lane whose step failed unexpectedly (only while it still owns the lane)."""
+    lane = Lane.objects.filter(portal_id=portal_id, slot=slot, token=token).only("pk").first()
+    if lane is not None:
+        _lane_again(lane.pk, portal_id, slot, token, countdown * (1.0 + random.random()))
+
+
 def _lane_idle(lane_pk: int, portal_id: int, slot: int, token: str) -> None:
     # Going idle loses to a concurrent kick (`wake`): then the chain simply continues.
     if not Lane.objects.filter(pk=lane_pk, token=token, wake=False).update(

@@ -25,13 +25,20 @@ def lane_run(
     self: Task[Any, Any], portal_id: int, slot: int, token: str, granted: bool = False
 ) -> str:
     """Send one batch for a portal's lane and re-enqueue the lane (see `services.lane_run`)."""
-    return services.lane_run(
-        portal_id=portal_id,
-        slot=slot,
-        token=token,
-        holder=str(self.request.hostname or ""),
-        granted=granted,
-    )
+    try:
+        return services.lane_run(
+            portal_id=portal_id,
+            slot=slot,
+            token=token,
+            holder=str(self.request.hostname or ""),
+            granted=granted,
+        )
+    except Exception:
+        # A crash (a locked database, a bug) must not end the chain until beat notices: the
+        # lane tries again shortly. Rows it left `sending` are settled by recovery.
+        log.exception("lane %s of portal %s failed; retrying", slot, portal_id)
+        services.lane_retry(portal_id=portal_id, slot=slot, token=token)
+        return "error"
 
 
 @shared_task(acks_late=True, ignore_result=True)

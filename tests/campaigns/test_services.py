@@ -676,3 +676,27 @@ def test_uninstall_blocks_running_campaigns_and_forgets_names(
     assert campaign.status == Campaign.Status.BLOCKED
     assert set(Recipient.objects.values_list("name", flat=True)) == {""}
     assert Exclusion.objects.count() == 0
+
+
+def test_a_crashing_lane_step_keeps_its_chain_alive(
+    portal: Portal,
+    make_campaign: MakeCampaign,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks: Any,
+):
+    from b24app.campaigns import tasks
+
+    start(make_campaign([1]))
+    lane = Lane.objects.get(portal=portal, slot=0)
+    queued: list[tuple[Any, float]] = []
+    monkeypatch.setattr(services, "lane_run", lambda **kw: 1 / 0)
+    monkeypatch.setattr(
+        tasks.lane_run,
+        "apply_async",
+        lambda args, kwargs=None, countdown=0: queued.append((tuple(args), countdown)),
+    )
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.lane_run(portal.pk, 0, lane.token) == "error"
+
+    assert queued and queued[0][0] == (portal.pk, 0, lane.token) and queued[0][1] >= 5.0
