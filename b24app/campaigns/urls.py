@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from b24app.campaigns import views
+from b24app.campaigns import status, views
 
 app_name = "campaigns"
 
@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.campaign_list, name="list"),
     path("new/", views.campaign_new, name="new"),
     path("settings/", views.campaign_settings, name="settings"),
+    path("status-details/", status.status_details, name="status_details"),
     path("download/<str:token>/", views.campaign_download, name="download"),
     path("<int:pk>/", views.campaign_detail, name="detail"),
     path("<int:pk>/state/", views.campaign_state, name="state"),

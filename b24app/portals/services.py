@@ -14,7 +14,7 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from django.conf import settings
@@ -538,3 +538,91 @@ def portals_refresh_idle(*, now: datetime | None = None) -> int:
         except (PortalUnavailable, errors.BitrixError) as exc:
             log.warning("idle refresh of portal %s failed: %s", portal_id, type(exc).__name__)
     return done
+
+
+# --- Settings and status (admins) -----------------------------------------------------------
+
+
+def portal_settings_update(
+    *,
+    portal: Portal,
+    nfr: bool,
+    rate: float | None,
+    burst: int | None,
+    actor_user_id: int,
+    actor_name: str = "",
+) -> Portal:
+    """Change the portal's NFR flag and plan limits; recorded in the audit log."""
+    before = {"nfr": portal.nfr, "rate": portal.rate, "burst": portal.burst}
+    portal.nfr, portal.rate, portal.burst = nfr, rate, burst
+    portal.save(update_fields=["nfr", "rate", "burst", "updated_at"])
+    after = {"nfr": nfr, "rate": rate, "burst": burst}
+    if before != after:
+        audit_record(
+            portal=portal,
+            action="settings.portal",
+            actor_user_id=actor_user_id,
+            actor_name=actor_name,
+            details={"before": before, "after": after},
+        )
+    return portal
+
+
+@dataclass(frozen=True)
+class PortalHealth:
+    """What the status page shows about the connection and pacing."""
+
+    status: str
+    reason: str
+    token_expires_at: datetime | None
+    token_refreshed_at: datetime | None
+    refresh_due_at: datetime | None
+    bucket_level: float
+    bucket_capacity: int
+    rate: float
+    budgets: list[dict[str, Any]]
+
+
+def portal_health(*, portal: Portal, now: datetime | None = None) -> PortalHealth:
+    """Token health and the pacer's current state for one portal."""
+    import time as _time
+
+    from b24app.bitrix import pacing
+    from b24app.portals import pacer
+    from b24app.portals.models import PacerState
+
+    now = now or timezone.now()
+    limits = pacer.limits_for(portal)
+    state = PacerState.objects.filter(portal=portal).first()
+    level = 0.0
+    budgets: list[dict[str, Any]] = []
+    if state is not None:
+        level = pacing.drained(
+            pacing.BucketState(level=state.level, updated_at=state.updated_at),
+            _time.time(),
+            limits,
+        )
+        for method, (used, reset_at) in sorted(state.budgets.items()):
+            live = reset_at > _time.time()
+            budgets.append(
+                {
+                    "method": method,
+                    "used_s": round(float(used) if live else 0.0, 1),
+                    "budget_s": limits.op_budget_s,
+                    "resets_at": datetime.fromtimestamp(reset_at, tz=UTC) if live else None,
+                }
+            )
+    due = None
+    if portal.token_refreshed_at:
+        due = portal.token_refreshed_at + timedelta(days=settings.B24_REFRESH_IDLE_DAYS)
+    return PortalHealth(
+        status=portal.status,
+        reason=portal.status_reason,
+        token_expires_at=portal.expires_at,
+        token_refreshed_at=portal.token_refreshed_at,
+        refresh_due_at=due,
+        bucket_level=round(level, 1),
+        bucket_capacity=limits.burst,
+        rate=limits.rate,
+        budgets=budgets,
+    )

@@ -12,4 +12,7 @@ urlpatterns = [
     path("b24/events/", views.events, name="events"),
     path("b24/app/", views.entry, name="entry"),
     path("app/", views.home, name="home"),
+    path("app/admin/status/", views.portal_status, name="status"),
+    path("app/admin/settings/", views.portal_settings, name="settings"),
+    path("app/admin/audit/", views.audit_log, name="audit"),
 ]

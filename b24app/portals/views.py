@@ -12,16 +12,18 @@ from collections.abc import Callable
 from typing import TypeVar, cast
 
 from django.conf import settings
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.decorators import ratelimit
 
 from b24app.bitrix import errors
-from b24app.portals import forms, frame, services
+from b24app.portals import admin_forms, forms, frame, services
 from b24app.portals.frame import FrameRequest, frame_view
+from b24app.portals.models import AuditEntry
 
 log = logging.getLogger(__name__)
 
@@ -162,4 +164,92 @@ def home(request: FrameRequest) -> HttpResponse:
         request,
         "portals/home.html",
         {"frame": request.frame, "frame_token": request.frame.token()},
+    )
+
+
+# --- Admin pages inside the frame ---------------------------------------------------------------
+
+AUDIT_PAGE_SIZE = 50
+
+
+def _page(request: FrameRequest, template: str) -> str:
+    """The whole page, or only its `app-page` region for htmx navigation inside the app."""
+    return f"{template}#app-page" if request.htmx else template
+
+
+@frame_view(admin=True)
+def portal_status(request: FrameRequest) -> HttpResponse:
+    """Connection and token health, pacing, and (loaded from their apps) lines and campaigns."""
+    health = services.portal_health(portal=request.frame.portal)
+    return render(
+        request,
+        _page(request, "portals/status.html"),
+        {
+            "frame": request.frame,
+            "frame_token": request.frame.token(),
+            "health": health,
+            "active": "status",
+        },
+    )
+
+
+@frame_view(admin=True)
+def portal_settings(request: FrameRequest) -> HttpResponse:
+    """NFR licence and plan limits."""
+    portal = request.frame.portal
+    saved = False
+    if request.method == "POST":
+        form = admin_forms.PortalSettingsForm(request.POST)
+        if form.is_valid():
+            services.portal_settings_update(
+                portal=portal,
+                nfr=form.cleaned_data["nfr"],
+                rate=form.cleaned_data["rate"],
+                burst=form.cleaned_data["burst"],
+                actor_user_id=request.frame.user_id,
+                actor_name=request.frame.user_name,
+            )
+            saved = True
+            form = admin_forms.PortalSettingsForm.for_portal(portal)
+    else:
+        form = admin_forms.PortalSettingsForm.for_portal(portal)
+    return render(
+        request,
+        _page(request, "portals/settings.html"),
+        {
+            "frame": request.frame,
+            "frame_token": request.frame.token(),
+            "form": form,
+            "saved": saved,
+            "active": "settings",
+        },
+    )
+
+
+@frame_view(admin=True)
+@require_GET
+def audit_log(request: FrameRequest) -> HttpResponse:
+    """Who did what on this portal, newest first."""
+    entries = AuditEntry.objects.filter(portal=request.frame.portal)
+    action = request.GET.get("action", "")
+    if action:
+        entries = entries.filter(action__startswith=action[:60])
+    page = Paginator(entries, AUDIT_PAGE_SIZE).get_page(request.GET.get("page"))
+    actions = (
+        AuditEntry.objects.filter(portal=request.frame.portal)
+        .values_list("action", flat=True)
+        .distinct()
+        .order_by("action")
+    )
+    return render(
+        request,
+        _page(request, "portals/audit.html"),
+        {
+            "frame": request.frame,
+            "frame_token": request.frame.token(),
+            "page": page,
+            "action": action,
+            "actions": list(actions),
+            "active": "audit",
+        },
     )
