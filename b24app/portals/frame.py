@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import wraps
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from django.conf import settings
 from django.core import signing
@@ -120,6 +120,14 @@ def finish_frame_response(response: HttpResponseBase, frame: FrameContext) -> Ht
 
 
 V = TypeVar("V", bound=Callable[..., HttpResponseBase])
+
+
+@overload
+def frame_view(view: V, *, admin: bool = False) -> V: ...
+
+
+@overload
+def frame_view(view: None = None, *, admin: bool = False) -> Callable[[V], V]: ...
 
 
 def frame_view(view: V | None = None, *, admin: bool = False) -> Any:
