@@ -724,10 +724,17 @@ def state_label(state: str) -> str:
 
 def campaign_counts(*, campaign: Campaign) -> dict[str, int]:
     """Recipients per report state, in one grouped query."""
-    counts = dict.fromkeys(REPORT_STATES, 0)
+    return campaigns_counts(campaign_ids=[campaign.pk]).get(
+        campaign.pk, dict.fromkeys(REPORT_STATES, 0)
+    )
+
+
+def campaigns_counts(*, campaign_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """Recipients per report state for several campaigns, in one grouped query (the list)."""
+    out = {pk: dict.fromkeys(REPORT_STATES, 0) for pk in campaign_ids}
     rows = (
-        Recipient.objects.filter(campaign=campaign)
-        .values("skip_reason", "delivery__status")
+        Recipient.objects.filter(campaign_id__in=list(campaign_ids))
+        .values("campaign_id", "skip_reason", "delivery__status")
         .annotate(n=Count("pk"))
         .order_by()
     )
@@ -736,8 +743,9 @@ def campaign_counts(*, campaign: Campaign) -> dict[str, int]:
             state = STATE_SKIPPED
         else:
             state = row["delivery__status"] or Delivery.Status.QUEUED
+        counts = out[row["campaign_id"]]
         counts[state] = counts.get(state, 0) + row["n"]
-    return counts
+    return out
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def campaign_list(request: FrameRequest) -> HttpResponse:
     campaigns = list(
         Campaign.objects.filter(portal=request.frame.portal).select_related("line")[:200]
     )
-    rows = [(c, services.campaign_counts(campaign=c)) for c in campaigns]
+    counts = services.campaigns_counts(campaign_ids=[c.pk for c in campaigns])
+    rows = [(c, counts[c.pk]) for c in campaigns]
     return _page(request, "campaigns/list.html", {"rows": rows})
 
 
