@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 KINDS = ("users", "departments", "all", "csv")
 USER_TYPES = ("employee", "extranet", "email")
@@ -139,7 +140,14 @@ def csv_parse(data: bytes) -> CsvResult:
         seen.add(value)
         result.ids.append(value)
         if len(result.ids) > CSV_MAX_IDS:
-            result.errors.append((number, "", _("more than %(n)d users") % {"n": CSV_MAX_IDS}))
+            result.errors.append(
+                (
+                    number,
+                    "",
+                    ngettext("more than %(n)d user", "more than %(n)d users", CSV_MAX_IDS)
+                    % {"n": CSV_MAX_IDS},
+                )
+            )
             break
     if not result.ids and not result.errors:
         result.errors.append((0, "", _("The file holds no user IDs.")))

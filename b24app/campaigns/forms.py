@@ -10,6 +10,7 @@ from typing import Any
 from django import forms
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from b24app.campaigns import audience as aud
 from b24app.messaging.models import Line
@@ -134,7 +135,11 @@ class CampaignForm(forms.Form):
                 if parsed.errors:
                     self.add_error(
                         "csv_file",
-                        _("%(n)d line(s) of the file are not user IDs; see the list below.")
+                        ngettext(
+                            "%(n)d line of the file is not a user ID; see the list below.",
+                            "%(n)d lines of the file are not user IDs; see the list below.",
+                            len(parsed.errors),
+                        )
                         % {"n": len(parsed.errors)},
                     )
                 data["ids"] = parsed.ids

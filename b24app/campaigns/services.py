@@ -49,7 +49,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q, Value
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from b24app.bitrix import client, errors, replies
@@ -65,7 +65,7 @@ from b24app.campaigns.models import (
 from b24app.messaging import payload
 from b24app.messaging import services as messaging
 from b24app.messaging.models import WEEKLY_LIMIT, Delivery, LimitEntry, Line
-from b24app.portals import pacer
+from b24app.portals import error_texts, pacer
 from b24app.portals.models import Portal
 from b24app.portals.services import PortalError, portal_call
 
@@ -113,45 +113,25 @@ class CampaignError(Exception):
 
 
 def blocked_reason(code: str, detail: str = "") -> str:
-    """What a blocked campaign tells the administrator, in the current language."""
-    reasons = {
-        "NOT_FOUND": _(
-            "The open line is not connected to this Bitrix24 any more. Join the line again "
-            "(Contact Center → Bitrix24.Network), then resume."
-        ),
-        "CODE": _("The open line code is not valid. Duplicate the campaign with a valid line."),
-        "INACTIVE": _("The open line is inactive. Activate it, then resume."),
-        "insufficient_scope": _(
-            "The app lacks the permission to send open line messages (scope imopenlines). "
-            "Reinstall the app with that permission, then resume."
-        ),
-        "ACCESS_DENIED": _("Bitrix24 refused access: REST is not available on this plan."),
-        "PAYMENT_REQUIRED": _("The app's subscription has expired. Renew it, then resume."),
-        "PORTAL_DELETED": _("This Bitrix24 was deleted."),
-        "APPLICATION_NOT_FOUND": _("The app is no longer installed on this Bitrix24."),
-        "UNINSTALLED": _("The app was uninstalled from this Bitrix24."),
-        "AUTH_FAILED": _(
-            "Bitrix24 stopped accepting the app's connection. An administrator must open the "
-            "app to reconnect it, then resume."
-        ),
-        "OVERLOAD_LIMIT": _("Bitrix24 support blocked REST calls for this portal (overload)."),
-        "RETRIES_EXHAUSTED": _(
-            "Bitrix24 kept refusing the messages for now (rate or time limits). Resume later."
-        ),
-        "WRONG_AUTH_TYPE": _("Bitrix24 refused the way the app signs in for this method."),
-    }
+    """What a blocked campaign tells the administrator, in the current language.
+
+    The cause is the app-wide sentence for the code, with the code beside it
+    (`portals.error_texts`); then what to do about this campaign.
+    """
+    reason = error_texts.error_label(code)
+    if detail and not error_texts.is_known(code):
+        reason = f"{reason} {detail}"  # Bitrix's own words say more than the generic sentence
     if code in SNAPSHOT_CODES or code == "INVALID_SNAPSHOT":
-        return _(
-            "Bitrix24 refused the message itself as invalid (%(code)s). Duplicate the campaign "
-            "and correct the message."
-        ) % {"code": code}
-    text = reasons.get(code)
-    if text:
-        return text
-    return _("Bitrix24 refused the campaign: %(code)s %(detail)s") % {
-        "code": code,
-        "detail": detail,
-    }
+        hint = _("Duplicate the campaign and correct the message.")
+    elif code in ("CODE", "CODE_ERROR"):
+        hint = _("Duplicate the campaign with a valid open line.")
+    elif code in ("PORTAL_DELETED", "UNINSTALLED", "APPLICATION_NOT_FOUND"):
+        return reason
+    elif code == "RETRIES_EXHAUSTED":
+        hint = _("Resume the campaign later.")
+    else:
+        hint = _("When the cause is fixed, resume the campaign.")
+    return f"{reason} {hint}"
 
 
 # --- Settings, permissions, exclusions -------------------------------------------------------
@@ -455,9 +435,11 @@ def campaign_resolve_step(*, campaign_id: int, token: str) -> None:
     except (errors.BitrixError, PortalError) as exc:
         code = getattr(exc, "code", type(exc).__name__)
         detail = getattr(exc, "description", "") or getattr(exc, "message", "")
+        with translation.override(portal.language):  # stored text: the portal's language
+            reason = blocked_reason(code, detail)
         Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.RESOLVING).update(
             status=Campaign.Status.DRAFT,
-            resolve_error=f"{blocked_reason(code, detail)}"[:500],
+            resolve_error=reason[:500],
             resolve_lease=None,
         )
         log.warning("campaign %s: resolving recipients failed (%s)", campaign.pk, code)
@@ -478,7 +460,8 @@ def campaign_resolve_step(*, campaign_id: int, token: str) -> None:
     if changed and campaign.autostart:
         campaign.refresh_from_db()
         try:
-            campaign_start(campaign=campaign)
+            with translation.override(portal.language):  # a refusal is stored as text
+                campaign_start(campaign=campaign)
         except CampaignError as exc:
             Campaign.objects.filter(pk=campaign.pk).update(resolve_error=exc.message[:500])
 
@@ -716,7 +699,8 @@ REPORT_STATES = (
 
 
 def state_label(state: str) -> str:
-    labels = dict(Delivery.Status.choices)
+    """A report state as people read it, in the current language."""
+    labels = {value: str(label) for value, label in Delivery.Status.choices}
     labels[STATE_SKIPPED] = _("skipped")
     labels[STATE_NOT_SENT] = _("not sent")
     return str(labels.get(state, state))
@@ -793,6 +777,7 @@ def report_rows(*, campaign: Campaign, state: str = "") -> Any:
 
 
 def recipient_state(recipient: Recipient, campaign: Campaign) -> str:
+    """The report state of one recipient (its delivery's, or skipped / queued / not sent)."""
     if recipient.skip_reason:
         return STATE_SKIPPED
     if recipient.delivery is None:
@@ -809,9 +794,11 @@ def _line_ready(campaign: Campaign, *, rejoin: bool = False) -> None:
     if rejoin or line.join_status != Line.JoinStatus.JOINED:
         line = messaging.line_join(portal=campaign.portal, code=line.code, name=line.name)
     if line.join_status != Line.JoinStatus.JOINED:
+        cause = error_texts.code_of(line.join_error)
         raise CampaignError(
             "LINE_NOT_JOINED",
-            _("The open line could not be joined: %(e)s") % {"e": line.join_error or line.code},
+            _("The open line could not be joined: %(e)s")
+            % {"e": error_texts.error_label(cause) if cause else line.code},
             "line",
         )
 
@@ -1346,12 +1333,12 @@ def _command(
         url_preview=url_preview,
     )
     if attach:
-        params["ATTACH"] = payload_json(attach)
+        params["ATTACH"] = _attach_json(attach)
     client.php_query(params)  # refuses now what the batch would refuse later
     return method, params
 
 
-def payload_json(value: Any) -> str:
+def _attach_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 

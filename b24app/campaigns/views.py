@@ -18,6 +18,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -271,12 +272,16 @@ def campaign_recipients(request: FrameRequest, pk: int) -> HttpResponse:
         ids = form.cleaned_data["recipients"]
         if form.cleaned_data["action"] == "resend":
             count = services.recipients_resend(campaign=campaign, recipient_ids=ids)
-            message = _("%(n)d message(s) will be sent again.") % {"n": count}
+            message = ngettext(
+                "%(n)d message will be sent again.", "%(n)d messages will be sent again.", count
+            ) % {"n": count}
         else:
             count = services.recipients_mark_delivered(
                 campaign=campaign, recipient_ids=ids, by_user_id=request.frame.user_id
             )
-            message = _("%(n)d message(s) marked as delivered.") % {"n": count}
+            message = ngettext(
+                "%(n)d message marked as delivered.", "%(n)d messages marked as delivered.", count
+            ) % {"n": count}
     campaign.refresh_from_db()
     context = _report_context(request, campaign)
     context["notice"] = message
@@ -357,7 +362,11 @@ def _settings(request: FrameRequest) -> HttpResponse:
             ids = exclusion_form.cleaned_data["user_ids"]
             if exclusion_form.cleaned_data.get("remove"):
                 count = services.exclusion_remove(portal=portal, user_ids=ids)
-                notice = _("%(n)d user(s) taken off the exclusion list.") % {"n": count}
+                notice = ngettext(
+                    "%(n)d user taken off the exclusion list.",
+                    "%(n)d users taken off the exclusion list.",
+                    count,
+                ) % {"n": count}
             else:
                 count = services.exclusion_add(
                     portal=portal,
@@ -365,7 +374,11 @@ def _settings(request: FrameRequest) -> HttpResponse:
                     note=exclusion_form.cleaned_data.get("note") or "",
                     created_by=request.frame.user_id,
                 )
-                notice = _("%(n)d user(s) added to the exclusion list.") % {"n": count}
+                notice = ngettext(
+                    "%(n)d user added to the exclusion list.",
+                    "%(n)d users added to the exclusion list.",
+                    count,
+                ) % {"n": count}
             exclusion_form = forms.ExclusionForm()
     exclusions = Exclusion.objects.filter(portal=portal)[:500]
     return _page(
