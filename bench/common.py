@@ -45,6 +45,7 @@ def machine() -> dict[str, Any]:
         "database": connection.vendor,
         "broker": settings.CELERY_BROKER_URL.split(":", 1)[0],
         "git": _git_head(),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -70,7 +70,7 @@ def grown_attach(low: int = 29_000, high: int = 30_000) -> str:
     return json.dumps(attach, ensure_ascii=False)
 
 
-def run() -> dict[str, Any]:
+def run(env: object = None, only: set[str] | None = None) -> dict[str, Any]:
     from b24app.messaging import payload
 
     text = grown_attach()
