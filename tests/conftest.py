@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-pytest_plugins = ["tests.plugins.sandbox"]
+pytest_plugins = ["tests.plugins.sandbox", "tests.plugins.worker"]
 
 SERVICE_MARKERS = ("sandbox", "worker", "postgres", "redis", "rabbitmq", "browser")
 REQUIRED = {s.strip() for s in os.environ.get("B24_REQUIRE", "").split(",") if s.strip()}

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from b24app.bitrix import pacing
 from b24app.bitrix.pacing import BucketState, Limits, OperatingState
 
-LIMITS = Limits()
+# The reserve these tests reason about (20 %), independent of the default.
+LIMITS = Limits(interactive_reserve=0.2)
 T0 = 1_773_740_000.0
 
 
@@ -237,17 +238,17 @@ def exercise_concurrency(make_store: Callable[[], pacing.PacerStore], key: str) 
 
 
 def test_memory_store_paces_bucket_and_budget():
-    exercise_store_semantics(pacing.MemoryPacerStore(), "portal-a")
+    exercise_store_semantics(pacing.MemoryPacerStore(lambda _key: LIMITS), "portal-a")
 
 
 def test_memory_store_is_thread_safe():
-    store = pacing.MemoryPacerStore()
+    store = pacing.MemoryPacerStore(lambda _key: LIMITS)
 
     exercise_concurrency(lambda: store, "portal-a")
 
 
 def test_memory_store_keeps_portals_apart():
-    store = pacing.MemoryPacerStore()
+    store = pacing.MemoryPacerStore(lambda _key: LIMITS)
     for _ in range(40):
         store.acquire("portal-a", T0, interactive=False)
 
