@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from django import forms
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from b24app.messaging import payload
 from b24app.messaging.models import Delivery, Line
@@ -584,7 +585,7 @@ class UserBlockForm(BlockForm):
     advanced = ("avatar_type", "user_id")
     kind = "USER"
     label = _("User")
-    name = _text_field(_("Name"))
+    name = _text_field(pgettext_lazy("of a person", "Name"))
     avatar = _url_field(_("Avatar image"))
     avatar_type = forms.ChoiceField(
         label=_("Avatar type"),

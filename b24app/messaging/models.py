@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from b24app.portals.models import Portal
 
@@ -16,11 +17,11 @@ class Line(models.Model):
     """An open line (Bitrix24.Network channel) an admin saved for the portal, by its CODE."""
 
     class JoinStatus(models.TextChoices):
-        PENDING = "pending", "not joined yet"
-        JOINED = "joined", "joined"
-        NOT_FOUND = "not_found", "line not found"
-        INACTIVE = "inactive", "line inactive"
-        FAILED = "failed", "join failed"
+        PENDING = "pending", _("not joined yet")
+        JOINED = "joined", _("joined")
+        NOT_FOUND = "not_found", _("line not found")
+        INACTIVE = "inactive", _("line inactive")
+        FAILED = "failed", _("join failed")
 
     portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="lines")
     code = models.CharField(max_length=32)
@@ -52,17 +53,17 @@ class Delivery(models.Model):
     """
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "queued"
-        SENDING = "sending", "sending"
-        SENT = "sent", "sent"
-        LIMITED = "limited", "weekly limit"
-        REJECTED = "rejected", "rejected"
-        UNKNOWN = "unknown", "outcome unknown"
+        QUEUED = "queued", _("queued")
+        SENDING = "sending", _("sending")
+        SENT = "sent", _("sent")
+        LIMITED = "limited", _("weekly limit")
+        REJECTED = "rejected", _("rejected")
+        UNKNOWN = "unknown", _("outcome unknown")
 
     class Kind(models.TextChoices):
-        SINGLE = "single", "single message"
-        TEST = "test", "test to self"
-        CAMPAIGN = "campaign", "campaign"
+        SINGLE = "single", _("single message")
+        TEST = "test", _("test to self")
+        CAMPAIGN = "campaign", _("campaign")
 
     FINAL = (Status.SENT, Status.LIMITED, Status.REJECTED, Status.UNKNOWN)
 
@@ -108,8 +109,8 @@ class LimitEntry(models.Model):
     """
 
     class Source(models.TextChoices):
-        APP = "app", "sent by the app"
-        SERVER = "server", "reported by Bitrix24"
+        APP = "app", _("sent by the app")
+        SERVER = "server", _("reported by Bitrix24")
 
     portal = models.ForeignKey(Portal, on_delete=models.CASCADE, related_name="limit_entries")
     line_code = models.CharField(max_length=32)

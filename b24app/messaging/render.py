@@ -27,8 +27,10 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from urllib.parse import urljoin
 
+from django.utils.dates import MONTHS_ALT, WEEKDAYS
 from django.utils.html import escape, strip_tags
 from django.utils.safestring import SafeString, mark_safe
+from django.utils.translation import gettext, pgettext, pgettext_lazy
 
 __all__ = [
     "COLOR_TOKENS",
@@ -228,38 +230,29 @@ _DATE_RE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 
-_MONTHS = (
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-)
-_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+def _month(d: datetime) -> str:
+    """The month's name as it follows a day number ("5 March"; Russian "5 марта")."""
+    return str(MONTHS_ALT[d.month])
+
+
+def _weekday(d: datetime) -> str:
+    return str(WEEKDAYS[d.weekday()])
+
 
 # Bitrix date-format codes for [timestamp]; Bitrix takes them from the viewer's culture, we use one
-# fixed European-style culture.
+# fixed European-style culture with month and day names in the active language (Django's own
+# translations).
 _DATE_FORMATS: Mapping[str, Callable[[datetime], str]] = {
     "SHORT_TIME_FORMAT": lambda d: f"{d:%H:%M}",
     "LONG_TIME_FORMAT": lambda d: f"{d:%H:%M:%S}",
     "SHORT_DATE_FORMAT": lambda d: f"{d:%d.%m.%Y}",
-    "MEDIUM_DATE_FORMAT": lambda d: f"{d.day} {_MONTHS[d.month - 1][:3]} {d.year}",
-    "LONG_DATE_FORMAT": lambda d: f"{d.day} {_MONTHS[d.month - 1]} {d.year}",
-    "FULL_DATE_FORMAT": lambda d: (
-        f"{_WEEKDAYS[d.weekday()]}, {d.day} {_MONTHS[d.month - 1]} {d.year}"
-    ),
-    "DAY_MONTH_FORMAT": lambda d: f"{d.day} {_MONTHS[d.month - 1]}",
-    "DAY_SHORT_MONTH_FORMAT": lambda d: f"{d.day} {_MONTHS[d.month - 1][:3]}",
-    "DAY_OF_WEEK_MONTH_FORMAT": lambda d: (
-        f"{_WEEKDAYS[d.weekday()]}, {d.day} {_MONTHS[d.month - 1]}"
-    ),
+    "MEDIUM_DATE_FORMAT": lambda d: f"{d.day} {_month(d)[:3]} {d.year}",
+    "LONG_DATE_FORMAT": lambda d: f"{d.day} {_month(d)} {d.year}",
+    "FULL_DATE_FORMAT": lambda d: f"{_weekday(d)}, {d.day} {_month(d)} {d.year}",
+    "DAY_MONTH_FORMAT": lambda d: f"{d.day} {_month(d)}",
+    "DAY_SHORT_MONTH_FORMAT": lambda d: f"{d.day} {_month(d)[:3]}",
+    "DAY_OF_WEEK_MONTH_FORMAT": lambda d: f"{_weekday(d)}, {d.day} {_month(d)}",
     "FORMAT_DATE": lambda d: f"{d:%d.%m.%Y}",
     "FORMAT_DATETIME": lambda d: f"{d:%d.%m.%Y %H:%M:%S}",
     "SHORT_DATE_TIME_FORMAT": lambda d: f"{d:%d.%m.%Y %H:%M}",
@@ -518,13 +511,14 @@ class _BBCode:
 
     def _like(self, m: re.Match[str]) -> str:
         kind = m.group(1).lower()
-        label = "Like" if kind == "like" else "Dislike"
+        label = escape(gettext("Like") if kind == "like" else gettext("Dislike"))
         return self.atom(f'<span class="b24-chat-vote b24-chat-vote--{kind}">{label}</span>')
 
     def _rating(self, m: re.Match[str]) -> str:
         stars = int(m.group(1))
+        title = escape(gettext("Rating - %(stars)s") % {"stars": stars})
         return self.atom(
-            f'<span class="b24-chat-rating" title="Rating - {stars}">'
+            f'<span class="b24-chat-rating" title="{title}">'
             f'<span class="b24-chat-rating__on">{"★" * stars}</span>{"★" * (5 - stars)}</span>'
         )
 
@@ -539,17 +533,20 @@ class _BBCode:
     def _user(self, m: re.Match[str]) -> str:
         user_id, name = m.group(1).lower(), m.group(3)
         if user_id == "all":
-            return self._mention(name if name.strip() else "all", "user", highlight=True)
+            everyone = str(escape(pgettext("chat mention of everyone", "all")))
+            return self._mention(name if name.strip() else everyone, "user", highlight=True)
         if int(user_id) == 0:
             return name
-        return self._mention(name if name.strip() else f"User {int(user_id)}", "user")
+        fallback = str(escape(gettext("User %(id)s") % {"id": int(user_id)}))
+        return self._mention(name if name.strip() else fallback, "user")
 
     def _chat(self, m: re.Match[str]) -> str:
         lines, chat_id, name = m.group(1), int(m.group(2)), m.group(3)
         if chat_id == 0:
             return name
         return self._mention(
-            name if name.strip() else f"Chat {chat_id}", "lines" if lines else "chat"
+            name if name.strip() else str(escape(gettext("Chat %(id)s") % {"id": chat_id})),
+            "lines" if lines else "chat",
         )
 
     def _context(self, m: re.Match[str]) -> str:
@@ -662,6 +659,15 @@ def render_bbcode(
 # ---------------------------------------------------------------------------------------------
 
 
+_FILE_SIZE_UNITS = {
+    "B": pgettext_lazy("file size unit", "B"),
+    "KB": pgettext_lazy("file size unit", "KB"),
+    "MB": pgettext_lazy("file size unit", "MB"),
+    "GB": pgettext_lazy("file size unit", "GB"),
+    "TB": pgettext_lazy("file size unit", "TB"),
+}
+
+
 def format_file_size(size: object) -> str:
     """Bytes in binary steps with one decimal from KB up: 1500000 -> "1.4 MB"."""
     if isinstance(size, bool) or not isinstance(size, int | str):
@@ -674,8 +680,8 @@ def format_file_size(size: object) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if value < 1024 or unit == "TB":
             if unit == "B":
-                return f"{int(value)} B"
-            return f"{value:.1f}".removesuffix(".0") + f" {unit}"
+                return f"{int(value)} {_FILE_SIZE_UNITS[unit]}"
+            return f"{value:.1f}".removesuffix(".0") + f" {_FILE_SIZE_UNITS[unit]}"
         value /= 1024
     return ""  # pragma: no cover - the loop always returns
 

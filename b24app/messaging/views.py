@@ -19,7 +19,6 @@ from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import trigger_client_event
 
@@ -28,6 +27,7 @@ from b24app.messaging import forms, payload, services
 from b24app.messaging import render as chat
 from b24app.messaging.forms import Composer, Issue
 from b24app.messaging.models import Delivery, Line, Template
+from b24app.portals import error_texts
 from b24app.portals.frame import FrameRequest, frame_view
 from b24app.portals.services import PortalError, portal_call
 
@@ -318,23 +318,10 @@ def _limit_issue(request: FrameRequest, line: Line, user_id: int) -> Issue:
         portal=request.frame.portal, line_code=line.code, user_id=user_id
     )
     return Issue(
-        _("Already messaged from this line in the last 7 days (USER_MESSAGE_LIMIT)."),
+        error_texts.error_label("USER_MESSAGE_LIMIT"),
         code="USER_MESSAGE_LIMIT",
         until=status.next_allowed_at,
     )
-
-
-_CODE_MESSAGES = {
-    "NOT_FOUND": gettext_lazy(
-        "This open line is not joined on this portal (NOT_FOUND). "
-        "An administrator can join it again under Open line."
-    ),
-    "INACTIVE": gettext_lazy("This open line is inactive (INACTIVE)."),
-    "WRONG_REQUEST": gettext_lazy(
-        "Bitrix24 did not add the message for this user (WRONG_REQUEST): "
-        "they may not exist or be inactive."
-    ),
-}
 
 
 def _refusal_issue(
@@ -345,12 +332,11 @@ def _refusal_issue(
     if code == "USER_MESSAGE_LIMIT":
         return "USER_ID", _limit_issue(request, line, user_id)
     field = services.FIELD_OF_CODE.get(code, "")
-    text = str(_CODE_MESSAGES[code]) if code in _CODE_MESSAGES else message or code
+    text = error_texts.error_label(code)
+    if message and not error_texts.is_known(code):
+        text = f"{text} {message}"  # Bitrix's own words say more than the generic sentence
     if not field:
-        text = _("Bitrix24 refused the message: %(code)s %(message)s") % {
-            "code": code,
-            "message": message,
-        }
+        text = _("Bitrix24 refused the message: %(reason)s") % {"reason": text}
     return field, Issue(text, code=code)
 
 

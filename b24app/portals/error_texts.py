@@ -35,8 +35,8 @@ ERROR_TEXTS: dict[str, Promise] = {
         "app's credentials are wrong."
     ),
     "invalid_grant": _(
-        "Bitrix24 no longer accepts the app's access. An administrator must open the app "
-        "(or reinstall it) to reconnect it."
+        "Bitrix24 no longer accepts the app's access. To reconnect it, an administrator must "
+        "open the app again or reinstall it."
     ),
     "invalid_scope": _(
         "The app asked for a permission that is not in its Bitrix24 Market listing."
@@ -67,7 +67,9 @@ ERROR_TEXTS: dict[str, Promise] = {
     ),
     "ERROR_MANIFEST_IS_NOT_AVAILABLE": _("The manifest is not available."),
     "INVALID_REQUEST": _("Bitrix24 accepts REST requests over HTTPS only."),
-    "ERROR_BATCH_LENGTH_EXCEEDED": _("Too many commands in one batch request (at most 50)."),
+    "ERROR_BATCH_LENGTH_EXCEEDED": _(
+        "Too many commands in one batch request: at most 50 are allowed."
+    ),
     "ERROR_BATCH_METHOD_NOT_ALLOWED": _("This method cannot be called inside a batch request."),
     "OPERATION_TIME_LIMIT": _(
         "Bitrix24 has paused this method for a while: its execution time limit is used up. "

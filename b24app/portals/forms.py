@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from django import forms
+from django.utils.translation import gettext as _
 
 _MEMBER_ID = re.compile(r"^[0-9a-zA-Z]{8,64}$")
 
@@ -35,13 +36,13 @@ class FramePostForm(forms.Form):
     def clean_member_id(self) -> str:
         value: str = self.cleaned_data["member_id"]
         if not _MEMBER_ID.match(value):
-            raise forms.ValidationError("member_id is malformed")
+            raise forms.ValidationError(_("member_id is malformed"))
         return value
 
     def clean_DOMAIN(self) -> str:  # noqa: N802 - Bitrix's field name
         value: str = self.cleaned_data["DOMAIN"].strip().lower()
         if not re.match(r"^[a-z0-9.-]+(:\d{1,5})?$", value):
-            raise forms.ValidationError("DOMAIN is malformed")
+            raise forms.ValidationError(_("DOMAIN is malformed"))
         return value
 
     @property

@@ -13,6 +13,7 @@ from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils.translation import gettext as _
 
 
 class HostNotAllowed(ValueError):
@@ -53,9 +54,9 @@ def portal_endpoint(domain: str, *, https: bool) -> str:
         or "@" in domain
         or not _allowed(domain, settings.B24_PORTAL_HOSTS)
     ):
-        raise HostNotAllowed(f"portal host {domain!r} is not allowed")
+        raise HostNotAllowed(_("portal host %(host)s is not allowed") % {"host": repr(domain)})
     if not https and not is_sandbox_host(domain):
-        raise HostNotAllowed("plain HTTP is allowed only for sandbox portals")
+        raise HostNotAllowed(_("plain HTTP is allowed only for sandbox portals"))
     return f"{'https' if https else 'http'}://{domain}/rest/"
 
 
@@ -64,11 +65,11 @@ def oauth_endpoint(server_endpoint: str) -> str:
     parts = urlsplit(server_endpoint.strip())
     host = parts.netloc.lower()
     if parts.scheme not in ("https", "http") or not host or "@" in host:
-        raise HostNotAllowed("the OAuth server endpoint is not a URL")
+        raise HostNotAllowed(_("the OAuth server endpoint is not a URL"))
     if not _allowed(host, settings.B24_OAUTH_HOSTS):
-        raise HostNotAllowed(f"OAuth host {host!r} is not allowed")
+        raise HostNotAllowed(_("OAuth host %(host)s is not allowed") % {"host": repr(host)})
     if parts.scheme == "http" and not is_sandbox_host(host):
-        raise HostNotAllowed("plain HTTP is allowed only for the sandbox")
+        raise HostNotAllowed(_("plain HTTP is allowed only for the sandbox"))
     return f"{parts.scheme}://{host}/rest/"
 
 

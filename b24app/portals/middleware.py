@@ -60,7 +60,7 @@ class BodyLimitMiddleware:
                 if int(length) > limit:
                     return _too_large(request, limit)
             except ValueError:
-                return HttpResponse("Bad Content-Length", status=400)
+                return HttpResponse(_("Bad Content-Length"), status=400)
             return None
         stream = request.META.get("wsgi.input")
         if stream is None or not request.META.get("wsgi.input_terminated"):

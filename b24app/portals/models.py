@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 from b24app.portals.crypto import EncryptedTextField
 
@@ -18,9 +19,9 @@ class Portal(models.Model):
     """
 
     class Status(models.TextChoices):
-        ACTIVE = "active", "active"
-        AUTH_FAILED = "auth_failed", "auth failed"
-        UNINSTALLED = "uninstalled", "uninstalled"
+        ACTIVE = "active", _("active")
+        AUTH_FAILED = "auth_failed", _("auth failed")
+        UNINSTALLED = "uninstalled", _("uninstalled")
 
     member_id = models.CharField(max_length=64, unique=True)
     domain = models.CharField(max_length=255)

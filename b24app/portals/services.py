@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from b24app.bitrix import client, errors, oauth
 from b24app.bitrix.replies import Profile, TokenSet
@@ -106,12 +107,12 @@ def _verify_tokens(
     try:
         info = client.app_info(client.Connection(endpoint=oauth_rest, access_token=access_token))
     except errors.BitrixError as exc:
-        raise PortalError("TOKEN_NOT_CONFIRMED", "Bitrix24 did not confirm the token.") from exc
+        raise PortalError("TOKEN_NOT_CONFIRMED", _("Bitrix24 did not confirm the token.")) from exc
     # Uncertain [spec §5.9]: for a local app app.info's CODE equals the client id; a Market app
     # may report its own code, so B24_APP_CODE can be set to that value.
     expected = getattr(settings, "B24_APP_CODE", "") or settings.B24_CLIENT_ID
     if info.code != expected:
-        raise PortalError("FOREIGN_APP", "The token belongs to another application.")
+        raise PortalError("FOREIGN_APP", _("The token belongs to another application."))
     try:
         tokens = oauth.refresh_tokens(
             token_url=oauth.token_url_for(oauth_rest),
@@ -120,9 +121,9 @@ def _verify_tokens(
             refresh_token=refresh_token,
         )
     except errors.BitrixError as exc:
-        raise PortalError("TOKEN_NOT_CONFIRMED", "Bitrix24 did not confirm the token.") from exc
+        raise PortalError("TOKEN_NOT_CONFIRMED", _("Bitrix24 did not confirm the token.")) from exc
     if tokens.member_id != member_id or hosts.endpoint_domain(tokens.client_endpoint) != domain:
-        raise PortalError("PORTAL_MISMATCH", "The token belongs to another Bitrix24.")
+        raise PortalError("PORTAL_MISMATCH", _("The token belongs to another Bitrix24."))
     return VerifiedTokens(
         tokens=tokens,
         server_endpoint=oauth_rest,
@@ -206,7 +207,7 @@ def portal_install(
     try:
         profile = client.profile(conn)
     except errors.BitrixError as exc:
-        raise PortalError("TOKEN_NOT_CONFIRMED", "Bitrix24 did not confirm the token.") from exc
+        raise PortalError("TOKEN_NOT_CONFIRMED", _("Bitrix24 did not confirm the token.")) from exc
     portal = _upsert(
         verified,
         member_id=member_id,
@@ -377,15 +378,15 @@ def portal_enter(
     """
     portal = Portal.objects.filter(member_id=member_id).first()
     if portal is None or portal.status == Portal.Status.UNINSTALLED:
-        raise PortalError("NOT_INSTALLED", "The app is not installed on this Bitrix24.", 403)
+        raise PortalError("NOT_INSTALLED", _("The app is not installed on this Bitrix24."), 403)
     if portal.domain != domain.lower():
-        raise PortalError("DOMAIN_MISMATCH", "This Bitrix24 address is not the one installed.")
+        raise PortalError("DOMAIN_MISMATCH", _("This Bitrix24 address is not the one installed."))
     if (
         application_token
         and portal.application_token_hash
         and not _secret_matches(portal, application_token)
     ):
-        raise PortalError("FORBIDDEN", "application_token does not match", 403)
+        raise PortalError("FORBIDDEN", _("application_token does not match"), 403)
     try:
         endpoint = hosts.portal_endpoint(domain, https=https)
     except hosts.HostNotAllowed as exc:
@@ -395,7 +396,9 @@ def portal_enter(
             client.Connection(endpoint=endpoint, access_token=auth_id)
         )
     except errors.BitrixError as exc:
-        raise PortalError("TOKEN_NOT_CONFIRMED", "Bitrix24 did not confirm who you are.") from exc
+        raise PortalError(
+            "TOKEN_NOT_CONFIRMED", _("Bitrix24 did not confirm who you are.")
+        ) from exc
     if portal.status == Portal.Status.AUTH_FAILED and profile.admin and refresh_id:
         verified = _verify_tokens(
             access_token=auth_id,
@@ -455,7 +458,7 @@ def portal_token_refresh(
         portal = Portal.objects.select_for_update().get(pk=portal_id)
         now = now or timezone.now()
         if portal.status != Portal.Status.ACTIVE or not portal.refresh_token:
-            raise PortalUnavailable("AUTH_FAILED", "The app must be reconnected by an admin.")
+            raise PortalUnavailable("AUTH_FAILED", _("The app must be reconnected by an admin."))
         if stale_token is not None:
             needed = portal.access_token == stale_token
         elif idle_before is not None:
@@ -481,7 +484,7 @@ def portal_token_refresh(
     _mark_failed(portal_id, rejected.code)
     log.warning("portal %s: token refresh rejected (%s)", portal_id, rejected.code)
     raise PortalUnavailable(
-        "AUTH_FAILED", "Bitrix24 refused the app's tokens; an admin must reopen the app."
+        "AUTH_FAILED", _("Bitrix24 refused the app's tokens; an admin must reopen the app.")
     ) from rejected
 
 
@@ -493,7 +496,7 @@ def portal_call(portal: Portal, fn: Callable[..., T], /, **kwargs: Any) -> T:
     Portal-fatal rejections (PORTAL_DELETED, PAYMENT_REQUIRED) mark the portal.
     """
     if not portal.is_active:
-        raise PortalUnavailable("AUTH_FAILED", "The app must be reconnected by an admin.")
+        raise PortalUnavailable("AUTH_FAILED", _("The app must be reconnected by an admin."))
     if not portal.token_is_fresh(timezone.now()):
         portal = portal_token_refresh(portal_id=portal.pk)
     token = portal.access_token
@@ -513,7 +516,7 @@ def portal_call(portal: Portal, fn: Callable[..., T], /, **kwargs: Any) -> T:
     except errors.AuthExpired as exc:
         _mark_failed(portal.pk, exc.code)
         raise PortalUnavailable(
-            "AUTH_FAILED", "Bitrix24 refused the app's tokens; an admin must reopen the app."
+            "AUTH_FAILED", _("Bitrix24 refused the app's tokens; an admin must reopen the app.")
         ) from exc
 
 

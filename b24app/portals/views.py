@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import translation
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.decorators import ratelimit
@@ -34,7 +35,13 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 def rate_limited(request: HttpRequest, exception: Exception) -> HttpResponse:
     """What a caller over B24_PUBLIC_RATE gets (django-ratelimit's RATELIMIT_VIEW)."""
-    return _refusal(429, "Too many requests; try again in a minute.")
+    with translation.override(_post_language(request.GET)):
+        return _refusal(429, _("Too many requests; try again in a minute."))
+
+
+def _post_language(data: Any) -> str:
+    """The language Bitrix24 asks for (`LANG`): Russian for `ru`, English otherwise."""
+    return "ru" if str(data.get("LANG") or "").lower().startswith("ru") else "en"
 
 
 def _public_rate(group: str, request: HttpRequest) -> str:
@@ -69,9 +76,17 @@ def _render_frame(
 @require_POST
 @public_rate_limit
 def install(request: HttpRequest) -> HttpResponse:
-    form = forms.InstallForm(forms.merged_frame_data(request.GET, request.POST))
+    posted = forms.merged_frame_data(request.GET, request.POST)
+    with translation.override(_post_language(posted)):  # refusals below in Bitrix's LANG
+        return _install(request, posted)
+
+
+def _install(request: HttpRequest, posted: dict[str, str]) -> HttpResponse:
+    form = forms.InstallForm(posted)
     if not form.is_valid():
-        return _refusal(400, f"Malformed install request: {form.error_text()}")
+        return _refusal(
+            400, _("Malformed install request: %(errors)s") % {"errors": form.error_text()}
+        )
     data = form.cleaned_data
     try:
         result = services.portal_install(
@@ -89,7 +104,7 @@ def install(request: HttpRequest) -> HttpResponse:
         return _refusal(exc.status, exc.message)
     except errors.BitrixError as exc:
         log.warning("install failed talking to Bitrix24: %s", type(exc).__name__)
-        return _refusal(502, "Bitrix24 did not answer; please try installing again.")
+        return _refusal(502, _("Bitrix24 did not answer; please try installing again."))
     return _render_frame(
         request,
         "portals/install.html",
@@ -132,9 +147,15 @@ def events(request: HttpRequest) -> HttpResponse:
 @require_POST
 @public_rate_limit
 def entry(request: HttpRequest) -> HttpResponse:
-    form = forms.FramePostForm(forms.merged_frame_data(request.GET, request.POST))
+    posted = forms.merged_frame_data(request.GET, request.POST)
+    with translation.override(_post_language(posted)):  # refusals below in Bitrix's LANG
+        return _entry(request, posted)
+
+
+def _entry(request: HttpRequest, posted: dict[str, str]) -> HttpResponse:
+    form = forms.FramePostForm(posted)
     if not form.is_valid():
-        return _refusal(400, f"Malformed app request: {form.error_text()}")
+        return _refusal(400, _("Malformed app request: %(errors)s") % {"errors": form.error_text()})
     data = form.cleaned_data
     try:
         ctx = services.portal_enter(
