@@ -70,7 +70,7 @@ def test_a_spent_execution_budget_pauses_bulk_sending_until_it_resets(
         portal=portal,
         method=METHOD,
         call_time=CallTime(
-            start=0, finish=0, duration=0, processing=0, operating=9.0, operating_reset_at=reset_at
+            start=0, finish=0, duration=0, processing=0, operating=9.8, operating_reset_at=reset_at
         ),
     )
 
