@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.browser.conftest import save_screenshot
 from tests.plugins.sandbox import SandboxHelper
 
 if TYPE_CHECKING:
@@ -78,6 +79,8 @@ def test_a_message_with_an_attachment_and_a_keyboard_reaches_the_sandbox_inbox(
     app.locator("button[name=remove_block_2]").click()
     preview.get_by_text("Temporary paragraph").wait_for(state="detached")
 
+    page.evaluate("window.scrollTo(0, 0)")
+    save_screenshot(page, "composer")
     app.locator("label", has_text="Mobile").click()
     app.locator("#preview .b24-chat--mobile").wait_for()
 
@@ -92,6 +95,7 @@ def test_a_message_with_an_attachment_and_a_keyboard_reaches_the_sandbox_inbox(
 
     page.goto(portal_site.portal_url(1) + f"/_sandbox/inbox/{JOHN}")
     chat = page.locator(".b24-chat")
+    save_screenshot(page, "inbox")
     assert chat.locator("b", has_text="John").count() == 1
     assert chat.locator("a", has_text="Changelog").count() == 1
     assert chat.locator(".b24-chat-button", has_text="Open site").count() == 1
