@@ -59,9 +59,10 @@ class _Checker(HTMLParser):
             if name.startswith("on") or name not in ALLOWED[tag]:
                 self.problems.append(f"attribute {name} on <{tag}>")
             lowered = re.sub(r"\s", "", value).lower()
-            # title/alt are shown as text (e.g. a file called "javascript:x"); every other
-            # attribute must be free of script schemes.
-            scheme = any(s in lowered for s in ("javascript:", "data:", "vbscript:"))
+            # title/alt are shown as text (e.g. a file called "javascript:x"); no other
+            # attribute may start with a script scheme. A script scheme later in an http(s)
+            # URL's path is just text of that path (href/src must also match URL_RE below).
+            scheme = lowered.startswith(("javascript:", "data:", "vbscript:"))
             if scheme and name not in {"title", "alt"}:
                 self.problems.append(f"script URL in {name}={value!r}")
             if name in {"href", "src"} and not URL_RE.fullmatch(value):
