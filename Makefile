@@ -59,3 +59,6 @@ vendor:
 
 bench: $(STAMP) .env
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+chaos: $(STAMP) .env
+	$(PY) -m bench.chaos $(CHAOS_ARGS)

@@ -92,7 +92,12 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def save(results: dict[str, Any]) -> None:
-    """Merge `results` into bench/results.json (other benchmarks' keys are kept)."""
+    """Merge `results` into bench/results.json (other benchmarks' keys are kept).
+
+    A result that names its database and broker is also kept under
+    `variants.<key>.<database>+<broker>`, so a run on another database or broker (Postgres,
+    Redis) adds to the file instead of replacing the default run's figures there.
+    """
     current: dict[str, Any] = {}
     if RESULTS.exists():
         try:
@@ -100,6 +105,10 @@ def save(results: dict[str, Any]) -> None:
         except ValueError:
             current = {}
     current.update(results)
+    variants = current.setdefault("variants", {})
+    for key, value in results.items():
+        if isinstance(value, dict) and "database" in value and "broker" in value:
+            variants.setdefault(key, {})[f"{value['database']}+{value['broker']}"] = value
     RESULTS.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
 
 
