@@ -7,6 +7,7 @@ tests) through its control API, and with any Celery worker that reads the same d
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -71,11 +72,11 @@ def connect_portal(
     """
     reply = control.control(action="issue_token", portal=index, user=1, install_if_needed=True)
     token = reply["token"]
-    domain = reply["state"]["portals"][str(index)]["domain"]
+    info = reply["state"]["portals"][str(index)]
     now = timezone.now()
     return Portal.objects.create(
         member_id=token["member_id"],
-        domain=domain,
+        domain=info["domain"],
         https=False,
         client_endpoint=token["client_endpoint"],
         server_endpoint=token["server_endpoint"],
@@ -83,6 +84,8 @@ def connect_portal(
         refresh_token=token["refresh_token"],
         expires_at=datetime.fromtimestamp(token["expires"], tz=UTC),
         scope=token.get("scope", ""),
+        # Kept as a digest, as install keeps it (events and the app page are checked against it).
+        application_token_hash=hashlib.sha256(info["application_token"].encode()).hexdigest(),
         token_refreshed_at=now,
         installed_at=now,
         nfr=nfr,
