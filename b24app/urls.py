@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, register_converter
+
+from b24app.portals.converters import DbId
+
+register_converter(DbId, "id")
 
 urlpatterns = [
     path("", include("b24app.portals.urls")),

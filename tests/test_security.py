@@ -53,7 +53,7 @@ def routes() -> Iterator[tuple[str, str, list[str]]]:
 def fill(route: str, values: dict[str, Any]) -> str:
     url = route
     for key, value in values.items():
-        for converter in ("int", "str", "slug", ""):
+        for converter in ("id", "int", "str", "slug", ""):
             tag = f"<{converter}:{key}>" if converter else f"<{key}>"
             url = url.replace(tag, str(value))
     assert "<" not in url, f"do not know how to fill {route}"
@@ -143,3 +143,11 @@ def test_a_token_for_another_portal_cannot_be_replayed_by_editing_it(client: Cli
     assert forged != token and forged != other
 
     assert client.get("/app/messages/", headers={"X-Frame-Token": forged}).status_code == 403
+
+
+def test_ids_too_large_for_the_database_answer_404_not_500(client: Client):
+    mine, _theirs, _ids = make_world()
+    token = frame.issue_token(portal=mine, user_id=1, admin=True, language="en")
+    for url in ("/app/campaigns/2147483648/", "/app/messages/history/99999999999/"):
+        response = client.get(url, headers={"X-Frame-Token": token})
+        assert response.status_code == 404

@@ -74,6 +74,12 @@ def unique_ids(values: Iterable[int]) -> list[int]:
 
 
 _ID_SPLIT = re.compile(r"[\s,;]+")
+# Bitrix user and department ids fit a 32-bit signed integer, as do our database columns.
+MAX_ID = 2_147_483_647
+
+
+def _is_id(token: str) -> bool:
+    return token.isdigit() and 0 < int(token) <= MAX_ID
 
 
 def parse_id_list(text: str) -> tuple[list[int], list[str]]:
@@ -83,7 +89,7 @@ def parse_id_list(text: str) -> tuple[list[int], list[str]]:
     for token in _ID_SPLIT.split(text.strip()):
         if not token:
             continue
-        if token.isdigit() and int(token) > 0:
+        if _is_id(token):
             ids.append(int(token))
         else:
             bad.append(token[:40])
@@ -130,7 +136,7 @@ def csv_parse(data: bytes) -> CsvResult:
         cell = re.split(r"[,;\t]", line, maxsplit=1)[0].strip().strip('"').strip()
         if number == 1 and cell.lower() in _HEADER_NAMES:
             continue
-        if not cell.isdigit() or int(cell) <= 0:
+        if not _is_id(cell):
             result.errors.append((number, line[:60], _("not a user ID (a positive number)")))
             continue
         value = int(cell)

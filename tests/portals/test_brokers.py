@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.rabbitmq, pytest.mark.worker, pytest.mark.sandbox]
 
 @pytest.mark.django_db(transaction=True)
 def test_a_task_published_to_rabbitmq_runs_on_a_real_worker(
-    sandbox: Any, tmp_path: Path, settings: Any
+    sandbox: Any, tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
 ):
     url = os.environ.get("B24_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
     if not port_open("127.0.0.1", 5672):
@@ -53,6 +53,9 @@ def test_a_task_published_to_rabbitmq_runs_on_a_real_worker(
         "B24_CLIENT_SECRET": sandbox.state.client_secret,
         "PYTHONUNBUFFERED": "1",
     }
+    # Celery reads CELERY_BROKER_URL from the environment before its own configuration, so
+    # in CI's Redis run this test's producer must be told about RabbitMQ there too.
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
     previous = worker_plugin._point_producer_at(url)
     worker_plugin._purge(url)
     control = worker_plugin.WorkerControl(tmp=tmp_path, broker_url=url, env=env)
