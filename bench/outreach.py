@@ -14,8 +14,8 @@ burst b, server cost c per message, budget B per window W,
 `efficiency = T_min / T_actual`. Two further references explain a shortfall:
 
 - `T_min_bulk`: the same formula with the burst and the budget that campaigns may use. The app's
-  pacer keeps 20 % of both for people (`pacing.Limits.interactive_reserve`), so bulk sees b' =
-  0.8 b and B' = 0.8 B.
+  pacer keeps a share of both for people (`pacing.Limits.interactive_reserve`, recorded with the
+  result), so bulk sees b' = (1 - reserve) b and B' = (1 - reserve) B.
 - `T_floor_sandbox`: the least time the sandbox's own rules allow, found by simulating them. Its
   execution budget lives in one-minute buckets that expire W after they open, so with W = 60 s
   the budget refills all at once, once a minute, rather than at B/W per second.
@@ -107,8 +107,12 @@ def _limits(sandbox: SandboxProcess) -> dict[str, float]:
 
 
 def _references(n: int, limits: dict[str, float]) -> dict[str, float]:
-    bulk = {**limits, "burst": limits["burst"] * 0.8, "budget_s": limits["budget_s"] * 0.8}
+    from b24app.bitrix import pacing
+
+    share = 1.0 - pacing.Limits().interactive_reserve
+    bulk = {**limits, "burst": limits["burst"] * share, "budget_s": limits["budget_s"] * share}
     return {
+        "interactive_reserve": pacing.Limits().interactive_reserve,
         "T_min": round(t_min(n, **limits), 2),
         "T_min_bulk": round(t_min(n, **bulk), 2),
         "T_floor_sandbox": round(sandbox_floor(n, **limits), 2),
@@ -230,6 +234,7 @@ def multi_portal(env: BenchEnv) -> dict[str, Any]:
     )
     out = _result(n * portals, sandbox, t_actual, audits, **extra)
     refs = _references(n, _limits(sandbox))
+    refs.pop("interactive_reserve")
     per_portal = extra["per_portal_T_actual"]
     out.update(
         {

@@ -27,17 +27,21 @@ BENCHMARKS: dict[str, tuple[str, ...]] = {
 
 
 def selected(only: list[str] | None, benchmarks: dict[str, tuple[str, ...]]) -> dict[str, set[str]]:
-    """Which modules to run and, for each, which of its keys."""
+    """Which modules to run and, for each, which of its keys.
+
+    A name that is a result key selects that key alone (`outreach` is the key, not the module);
+    any other module name selects all of the module's keys.
+    """
     if not only:
         return {name: set(keys) for name, keys in benchmarks.items()}
     chosen: dict[str, set[str]] = {}
     for item in only:
-        for name, keys in benchmarks.items():
-            if item == name:
-                chosen.setdefault(name, set()).update(keys)
-            elif item in keys:
-                chosen.setdefault(name, set()).add(item)
-        if not any(item == n or item in k for n, k in benchmarks.items()):
+        owners = [name for name, keys in benchmarks.items() if item in keys]
+        if owners:
+            chosen.setdefault(owners[0], set()).add(item)
+        elif item in benchmarks:
+            chosen.setdefault(item, set()).update(benchmarks[item])
+        else:
             raise SystemExit(f"unknown benchmark {item!r}; one of {sorted(benchmarks)}")
     return chosen
 

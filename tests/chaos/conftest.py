@@ -17,7 +17,7 @@ from b24app.sandbox.control import ControlClient
 from b24app.sandbox.server import SandboxServer
 from b24app.sandbox.state import Sandbox
 from bench.procs import port_free
-from tests.plugins.worker import WorkerControl, celery_worker  # noqa: F401 - the fixture
+from tests.plugins.worker import WorkerControl
 
 # Hub ports; the portals follow it. All within the app's sandbox host pattern localhost:81??.
 HUB_PORTS = (8160, 8164, 8180, 8184, 8188, 8192, 8196)
@@ -61,7 +61,7 @@ def control(chaos_sandbox: SandboxServer) -> ControlClient:
 
 
 @pytest.fixture
-def worker(celery_worker: WorkerControl, settings: Any) -> WorkerControl:  # noqa: F811
+def worker(celery_worker: WorkerControl, settings: Any) -> WorkerControl:
     """The worker subprocess, configured for the sandbox (not started)."""
     settings.B24_CLIENT_ID = "local.b24app.sandbox"
     settings.B24_CLIENT_SECRET = "sandbox-client-secret-0123456789"
