@@ -107,9 +107,44 @@ def save(results: dict[str, Any]) -> None:
     current.update(results)
     variants = current.setdefault("variants", {})
     for key, value in results.items():
-        if isinstance(value, dict) and "database" in value and "broker" in value:
+        if key == "machine" or not isinstance(value, dict):
+            continue
+        if "database" in value and "broker" in value:
             variants.setdefault(key, {})[f"{value['database']}+{value['broker']}"] = value
     RESULTS.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+
+
+def headline(key: str, value: dict[str, Any]) -> tuple[str, str, str]:
+    """One row of the summary table: the key, its main figures, its target."""
+    v = value
+    if "efficiency" in v and "T_actual" in v:
+        text = f"T_min {v['T_min']} s, T_actual {v['T_actual']} s, {v['msgs_per_s']} msg/s"
+        text += f", efficiency {v['efficiency']}"
+        if "min_portal_efficiency" in v:
+            text += f", min portal {v['min_portal_efficiency']}"
+        if "duplicates" in v:
+            text += f", duplicates {v['duplicates']}"
+    elif key == "worker_memory":
+        text = (
+            f"peak {v['small']['peak_max_process_mib']} / {v['large']['peak_max_process_mib']} MiB"
+            f" (1 000 / 10 000), ratio {v['ratio_max_process']}"
+        )
+    elif "ratio" in v:
+        text = f"ratio {v['ratio']}"
+        if "preview_p95_ms" in v:
+            text += f" (p95 {v['preview_p95_ms']} vs {v['bare_p95_ms']} ms)"
+    elif key == "chaos":
+        text = f"kills {v['kills']}, lost {v['lost']}, duplicates {v['duplicates']}"
+        text += f"; NFR: unknown {v['nfr']['unknown']}, duplicates {v['nfr']['duplicates']}"
+    elif key == "refresh_race":
+        text = f"refreshes {v['refreshes']}, invalid_grant {v['invalid_grant']} ({v['database']})"
+    elif key == "sandbox_faults":
+        text = f"wrong_state {v['wrong_state']}, lost {v['lost']}, duplicates {v['duplicates']}"
+    elif "tried" in v and "held" in v:
+        text = f"held {v['held']} of {v['tried']}"
+    else:
+        text = ""
+    return key, text, str(v.get("target", ""))
 
 
 def table(rows: list[tuple[str, str, str]]) -> str:

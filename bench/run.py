@@ -54,7 +54,7 @@ def run_all(
 
     plan = selected(only, benchmarks)
     env = procs.prepare()
-    from bench.common import machine, save
+    from bench.common import headline, machine, save, table
 
     results: dict[str, Any] = {"machine": machine()}
     failures = 0
@@ -77,6 +77,9 @@ def run_all(
         save(out)
         for key, value in out.items():
             print(f"{key}: {json.dumps(value, sort_keys=True)}", flush=True)
+    rows = [headline(k, v) for k, v in results.items() if k != "machine" and isinstance(v, dict)]
+    if rows:
+        print(table([("result", "figures", "target"), *rows]), flush=True)
     results["machine"]["run_wall_s"] = round(time.monotonic() - started, 1)
     results["machine"]["load_avg_end"] = machine()["load_avg"]
     save({"machine": results["machine"]})
