@@ -5,7 +5,8 @@ Keys written to bench/results.json:
 - `chaos`: a 1 000-recipient campaign on a portal with the weekly limit on; its worker is killed
   with SIGKILL at 10 random moments (each after a random, distinct batch, plus a random delay,
   with 300 ms of latency on every request so kills land on requests in flight) and restarted
-  each time; the portal is paced at 0.5 requests/s (burst 2) so the campaign outlasts the kills.
+  each time; the portal is paced at 0.5 requests/s (burst 2) so the campaign outlasts the kills,
+  and every other kill first waits for a batch on the wire.
   `lost` counts recipients not in a final state at the end, `duplicates` the extra messages in
   the sandbox's store: both must be 0. `nfr` is the same on an NFR portal, where an
   interrupted send is never resent: it reports how many ended `unknown`, and 0 duplicates.
@@ -23,6 +24,7 @@ Usage: python -m bench.chaos [--only KEY ...]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -98,6 +100,11 @@ def kill_during_campaign(
     in_flight: list[int] = []
     started = time.monotonic()
 
+    def sending() -> int:
+        return Delivery.objects.filter(
+            campaign_recipient__campaign=campaign, status=Delivery.Status.SENDING
+        ).count()
+
     def settled() -> int:
         return Recipient.objects.filter(campaign=campaign, delivery__status__in=done_states).count()
 
@@ -117,12 +124,18 @@ def kill_during_campaign(
             break
         if _finished(campaign):
             break
+        if len(in_flight) % 2 == 0:
+            # Every other kill waits for a batch on the wire (the paced campaign is idle most
+            # of the time), then lands within the request's latency.
+            with contextlib.suppress(TimeoutError):
+                scenario.wait_until(
+                    lambda: sending() > 0 or _finished(campaign),
+                    timeout=10.0,
+                    poll=0.01,
+                    what="a batch in flight",
+                )
         time.sleep(rng.uniform(0.0, latency_ms / 1000))
-        in_flight.append(
-            Delivery.objects.filter(
-                campaign_recipient__campaign=campaign, status=Delivery.Status.SENDING
-            ).count()
-        )
+        in_flight.append(sending())
         worker.kill()
         worker.restart()
     completed = True
