@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,12 +24,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from b24app.bitrix import client, errors, oauth
+from b24app.bitrix import client, errors, oauth, pacing
 from b24app.bitrix.replies import Profile, TokenSet
-from b24app.portals import hosts
+from b24app.portals import hosts, pacer
 from b24app.portals.audit import audit_erase_people, audit_record
 from b24app.portals.frame import FrameContext
-from b24app.portals.models import Portal, ProcessedEvent
+from b24app.portals.models import PacerState, Portal, ProcessedEvent
 from b24app.portals.signals import portal_uninstalled
 
 log = logging.getLogger(__name__)
@@ -588,12 +589,6 @@ class PortalHealth:
 
 def portal_health(*, portal: Portal, now: datetime | None = None) -> PortalHealth:
     """Token health and the pacer's current state for one portal."""
-    import time as _time
-
-    from b24app.bitrix import pacing
-    from b24app.portals import pacer
-    from b24app.portals.models import PacerState
-
     now = now or timezone.now()
     limits = pacer.limits_for(portal)
     state = PacerState.objects.filter(portal=portal).first()
@@ -602,11 +597,11 @@ def portal_health(*, portal: Portal, now: datetime | None = None) -> PortalHealt
     if state is not None:
         level = pacing.drained(
             pacing.BucketState(level=state.level, updated_at=state.updated_at),
-            _time.time(),
+            time.time(),
             limits,
         )
         for method, (used, reset_at) in sorted(state.budgets.items()):
-            live = reset_at > _time.time()
+            live = reset_at > time.time()
             budgets.append(
                 {
                     "method": method,
