@@ -132,6 +132,10 @@ class Campaign(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # When a batch was last taken from this campaign: lanes serve the least recent first.
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # Bumped by every resume. A batch remembers the generation it was claimed in, and its
+    # campaign-wide error blocks only that generation: a reply to a batch sent before the admin
+    # fixed the cause must not block the campaign again after the resume.
+    generation = models.PositiveIntegerField(default=0)
 
     class Meta:
         indexes = [

@@ -866,6 +866,7 @@ def campaign_resume(*, campaign: Campaign) -> Campaign:
         blocked_code="",
         blocked_detail="",
         started_at=campaign.started_at or timezone.now(),
+        generation=F("generation") + 1,
     )
     lanes_kick(portal=campaign.portal)
     campaign.refresh_from_db()
@@ -886,11 +887,19 @@ def campaign_cancel(*, campaign: Campaign) -> Campaign:
     return campaign
 
 
-def _block(campaign_ids: Sequence[int], code: str, detail: str) -> None:
-    Campaign.objects.filter(pk__in=campaign_ids, status=Campaign.Status.RUNNING).update(
+def _block(
+    campaign_ids: Sequence[int], code: str, detail: str, *, generation: int | None = None
+) -> int:
+    """Block the running campaigns among `campaign_ids` (only in `generation`, when given)."""
+    running = Campaign.objects.filter(pk__in=campaign_ids, status=Campaign.Status.RUNNING)
+    if generation is not None:
+        running = running.filter(generation=generation)
+    count = running.update(
         status=Campaign.Status.BLOCKED, blocked_code=code[:60], blocked_detail=detail[:500]
     )
-    log.warning("campaigns %s blocked: %s", list(campaign_ids), code)
+    if count:
+        log.warning("campaigns %s blocked: %s", list(campaign_ids), code)
+    return count
 
 
 def recipients_resend(*, campaign: Campaign, recipient_ids: Sequence[int]) -> int:
@@ -1027,6 +1036,7 @@ def _due_campaigns(portal: Portal) -> list[Campaign]:
             "time_zone",
             "dispatched_at",
             "status",
+            "generation",
         )[:50]
     )
 
@@ -1163,6 +1173,12 @@ def _claim(campaign: Campaign, portal: Portal, token: str, size: int, now: datet
     """
     claim = _Claim()
     with transaction.atomic():
+        # Paused, blocked or resumed since the lane picked it: claim nothing (a resume bumps the
+        # generation, so a lane holding the old one must look again).
+        if not Campaign.objects.filter(
+            pk=campaign.pk, status=Campaign.Status.RUNNING, generation=campaign.generation
+        ).exists():
+            return claim
         rows = list(
             Recipient.objects.select_for_update(skip_locked=True)
             .filter(campaign_id=campaign.pk, due=True)
@@ -1488,15 +1504,14 @@ def _record(
         blocks = {(v.block, v.block_detail) for _item, v in verdicts if v.block}
         if blocks:
             code, detail = sorted(blocks)[0]
-            if code in PORTAL_WIDE_CODES:
-                ids = list(
-                    Campaign.objects.filter(
-                        portal=portal, status=Campaign.Status.RUNNING
-                    ).values_list("pk", flat=True)
-                )
-            else:
-                ids = [campaign.pk]
-            _block(ids, code, detail)
+            # Nothing is blocked when the campaign was resumed since this batch was claimed.
+            if _block([campaign.pk], code, detail, generation=campaign.generation) and (
+                code in PORTAL_WIDE_CODES
+            ):
+                others = Campaign.objects.filter(
+                    portal=portal, status=Campaign.Status.RUNNING
+                ).values_list("pk", flat=True)
+                _block(list(others), code, detail)
         if any(v.single for _item, v in verdicts):
             CampaignSettings.objects.filter(portal=portal, single_calls=False).update(
                 single_calls=True, single_calls_since=now

@@ -30,6 +30,8 @@ def save_screenshot(page: Page, name: str) -> None:
     """Refresh the README's screenshot `name` from what the test is looking at."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
 APP_ID = 7  # the sandbox's marketplace id of b24app (/marketplace/app/7/)
 
 

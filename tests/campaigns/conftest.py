@@ -80,6 +80,8 @@ class Messenger:
     # The whole batch runs, then the reply is lost (HTTP 500): an `unknown` outcome.
     lose_reply_after_run: bool = False
     batch_refuses_messages: bool = False
+    # Called once a batch has run and before its reply leaves: what happens meanwhile.
+    while_replying: Callable[[], None] | None = None
     requests: list[str] = field(default_factory=list)
 
     def add_users(self, count: int, start: int = 1, **fields: Any) -> list[int]:
@@ -238,6 +240,9 @@ class Messenger:
                 totals[key] = total
             if next_ is not None:
                 nexts[key] = next_
+        if self.while_replying is not None:
+            hook, self.while_replying = self.while_replying, None
+            hook()
         if self.lose_reply_after_run:
             return 500, {}, "<html>502 Bad Gateway</html>"
         return _ok(

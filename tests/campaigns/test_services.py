@@ -126,6 +126,30 @@ def test_campaign_wide_error_blocks_with_a_reason_and_resume_continues(
     assert sorted(messenger.sent_users) == ids
 
 
+def test_a_stale_reply_from_before_the_resume_does_not_block_the_campaign_again(
+    messenger: Messenger, portal: Portal, make_campaign: MakeCampaign
+):
+    ids = messenger.add_users(80)
+    messenger.joined = False
+    campaign = start(make_campaign(ids))
+
+    def another_lane_blocks_and_the_admin_resumes() -> None:
+        # While this batch's NOT_FOUND reply is on its way, another lane's NOT_FOUND blocked
+        # the campaign and the admin resumed it, which joined the line.
+        Campaign.objects.filter(pk=campaign.pk).update(
+            status=Campaign.Status.BLOCKED, blocked_code="NOT_FOUND"
+        )
+        services.campaign_resume(campaign=Campaign.objects.get(pk=campaign.pk))
+
+    messenger.while_replying = another_lane_blocks_and_the_admin_resumes
+    drain(portal)
+
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.COMPLETED, campaign.blocked_code
+    assert states(campaign) == {"sent": 80}
+    assert sorted(messenger.sent_users) == ids
+
+
 def test_portal_wide_refusal_blocks_without_sending(
     messenger: Messenger, portal: Portal, make_campaign: MakeCampaign
 ):
