@@ -14,6 +14,7 @@ Bitrix accepts is decided by `payload.validate_params`, whose problems carry pat
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -789,6 +790,7 @@ class AttachBuilder:
         self._build_forms()
 
     def _build_forms(self) -> None:
+        self.revision = getattr(self, "revision", 0) + 1  # what Composer's cache keys on
         data = attach_data(self.raw, {})
         self.blocks: list[BlockForm] = []
         for i, raw in enumerate(self.raw):
@@ -956,6 +958,7 @@ class KeyboardBuilder:
         self._build_forms()
 
     def _build_forms(self) -> None:
+        self.revision = getattr(self, "revision", 0) + 1  # what Composer's cache keys on
         data = keyboard_data(self.raw)
         self.rows: list[ButtonForm] = []
         for i, raw in enumerate(self.raw):
@@ -1262,6 +1265,9 @@ class Composer:
         self.keyboard = KeyboardBuilder(source)
         self.general: list[Issue] = []
         self.test_issues: list[Issue] = []
+        # Built payloads by (builder, revision, partial): the preview and its checks both need
+        # them; an action on a builder rebuilds its forms and so bumps its revision.
+        self._built: dict[tuple[str, int, bool], dict[str, Any] | None] = {}
 
     @property
     def builders_valid(self) -> bool:
@@ -1274,12 +1280,18 @@ class Composer:
         return bool(self.form.value("url_preview"))
 
     def attach_value(self, *, partial: bool = False) -> dict[str, Any] | None:
-        attach = self.attach.partial_build() if partial else self.attach.build()
-        return attach.to_bitrix() if attach else None
+        key = ("ATTACH", self.attach.revision, partial)
+        if key not in self._built:
+            attach = self.attach.partial_build() if partial else self.attach.build()
+            self._built[key] = attach.to_bitrix() if attach else None
+        return copy.deepcopy(self._built[key])
 
     def keyboard_value(self, *, partial: bool = False) -> dict[str, Any] | None:
-        keyboard = self.keyboard.partial_build() if partial else self.keyboard.build()
-        return keyboard.to_bitrix() if keyboard else None
+        key = ("KEYBOARD", self.keyboard.revision, partial)
+        if key not in self._built:
+            keyboard = self.keyboard.partial_build() if partial else self.keyboard.build()
+            self._built[key] = keyboard.to_bitrix() if keyboard else None
+        return copy.deepcopy(self._built[key])
 
     def add_problem(self, path: str, issue: Issue, *, test: bool = False) -> None:
         """Show a refusal next to the input its payload path names."""

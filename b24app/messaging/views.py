@@ -208,8 +208,15 @@ def _default_line(request: FrameRequest) -> dict[str, str]:
 @frame_view
 @require_POST
 def preview(request: FrameRequest) -> HttpResponse:
-    """The live preview and size meters, re-rendered as the user types."""
-    return _render(request, "preview", _composer(request))
+    """The live preview and size meters, re-rendered as the user types.
+
+    Runs on every keystroke pause, so it renders the preview region alone from its own small
+    context (no lines, templates or ledger lookups: the region shows none of them).
+    """
+    data = _posted(request)
+    data.pop("line", None)  # the preview shows no line: spare the lookup
+    context = _preview_context(request, _composer(request, data))
+    return render(request, f"{COMPOSE}#preview", context)
 
 
 @frame_view
