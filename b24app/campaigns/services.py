@@ -1129,12 +1129,13 @@ def lane_run(
 def _poll_interval() -> float:
     """The countdown of a lane's next step when its token is already in hand.
 
-    Zero on brokers that push (Redis, RabbitMQ). The embedded SQLite transport is polled about
-    once a second, and a worker (acks_late, prefetch multiplier 1) takes only as many plain
-    tasks per poll as it has pool processes: a portal could never go faster than about two
-    batches a second, which is the platform's own rate, so the burst allowance would never be
-    used. A task with an ETA is fetched ahead and does not count against that limit, so there
-    the next step gets an ETA of one poll interval and every lane keeps moving.
+    Zero on brokers that push (Redis, RabbitMQ). The embedded SQLite transport is polled
+    (`B24_BROKER_POLL_S`, kombu's default being once a second), and a worker (acks_late,
+    prefetch multiplier 1) takes only as many plain tasks per poll as it has pool processes: at
+    one poll a second a portal could never go faster than about two batches a second, which is
+    the platform's own rate, so the burst allowance would never be used. A task with an ETA is
+    fetched ahead and does not count against that limit, so there the next step gets an ETA of
+    one poll interval and every lane keeps moving.
     """
     from b24app.celery import app
 
