@@ -4,11 +4,14 @@
   that would lift it above `burst` is refused (503 QUERY_LIMIT_EXCEEDED) without counting. A batch
   is one request. The real limiter also keys on the caller's IP; the sandbox has one caller per
   portal in practice, so it keys on the portal only.
-- Execution budget (§4.2): per method, the server time of each call is added to one-minute buckets
-  that expire `op_window_s` after they opened. A call is refused (429 OPERATION_TIME_LIMIT) when the
-  sum already *exceeds* `op_budget_s`; the call that crosses still completes. The sandbox charges
-  `op_cost_ms` per executed call instead of measuring; kept in integer microseconds so that sums
-  compare exactly.
+- Execution budget (§4.2): per method, the server time of each call is added to ten buckets per
+  window: a bucket opens with the first call after the previous one closed, takes calls for a tenth
+  of `op_window_s` and expires `op_window_s` after it opened. With the default window of 600 s these
+  are the server's one-minute buckets kept for ten minutes; a shorter window (`--op-window-s 60`)
+  scales the buckets with it rather than keeping one-minute buckets that would each outlive most
+  of the window. A call is refused (429 OPERATION_TIME_LIMIT) when the sum already *exceeds*
+  `op_budget_s`; the call that crosses still completes. The sandbox charges `op_cost_ms` per
+  executed call instead of measuring; kept in integer microseconds so that sums compare exactly.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from b24app.sandbox.state import Portal
 
 __all__ = ["bucket_take", "operating_charge", "operating_state", "operating_blocked"]
 
-_MINUTE = 60.0
+BUCKETS_PER_WINDOW = 10
 
 
 def bucket_take(portal: Portal, *, now: float, rate: float, burst: int) -> bool:
@@ -57,10 +60,10 @@ def operating_blocked(
 def operating_charge(
     portal: Portal, method: str, *, now: float, window: float, cost_ms: float
 ) -> None:
-    """Add one call's server time to the method's current one-minute bucket."""
+    """Add one call's server time to the method's current bucket (one minute by default)."""
     buckets = _live(portal, method, now, window)
     micro = round(cost_ms * 1000)
-    if buckets and buckets[-1][0] + _MINUTE > now:
+    if buckets and buckets[-1][0] + window / BUCKETS_PER_WINDOW > now:
         buckets[-1][1] = int(buckets[-1][1]) + micro
     else:
         buckets.append([now, micro])

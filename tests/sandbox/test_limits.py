@@ -105,3 +105,34 @@ def test_message_sends_are_charged_the_configured_cost(sandbox):
         MESSAGE="hi",
     )
     assert sent.json()["time"]["operating"] == pytest.approx(0.007)
+
+
+def test_a_shorter_budget_window_frees_its_tenths_one_by_one(sandbox):
+    # Spec §4.2: ten buckets per window. With a 60 s window a bucket takes calls for 6 s, so
+    # usage from the window's first seconds drops out before later usage does.
+    token = sandbox.token()
+    sandbox.control(portal=1, op_cost_ms=100, op_budget_s=0.15, op_window_s=60, reset_limits=True)
+    first = sandbox.call("profile", token=token).json()["time"]
+    sandbox.advance(10)
+    second = sandbox.call("profile", token=token).json()["time"]
+    assert second["operating"] == pytest.approx(0.2)
+    assert second["operating_reset_at"] == int(first["start"] + 60)  # the oldest bucket's end
+    assert sandbox.call("profile", token=token).status_code == 429
+    sandbox.advance(51)  # the first bucket is gone, the second still counts
+    response = sandbox.call("profile", token=sandbox.token())
+    assert response.status_code == 200
+    assert response.json()["time"]["operating"] == pytest.approx(0.2)
+
+
+def test_the_default_window_keeps_one_minute_buckets_for_ten_minutes(sandbox):
+    token = sandbox.token()
+    sandbox.control(portal=1, op_cost_ms=100, op_budget_s=10, op_window_s=600, reset_limits=True)
+    first = sandbox.call("profile", token=token).json()["time"]
+    sandbox.advance(59)
+    sandbox.call("profile", token=token)
+    sandbox.advance(2)  # a new minute: a second bucket
+    sandbox.call("profile", token=token)
+    sandbox.advance(600 - 61 + 1)  # the first bucket (both of its calls) expired
+    response = sandbox.call("profile", token=sandbox.token()).json()["time"]
+    assert response["operating"] == pytest.approx(0.2)
+    assert first["operating_reset_at"] == int(first["start"] + 600)
