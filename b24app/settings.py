@@ -220,6 +220,10 @@ CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {
 # --- Bitrix24 -----------------------------------------------------------------------------------
 B24_CLIENT_ID = env.str("B24_CLIENT_ID", default="")
 B24_CLIENT_SECRET = env.str("B24_CLIENT_SECRET", default="")
+# The app's CODE as `app.info` reports it, which install and events must match (spec §5.9). A
+# local app reports its client id, so empty means B24_CLIENT_ID; a Marketplace app may report a
+# code of its own (e.g. `vendor.appname`): set it here.
+B24_APP_CODE = env.str("B24_APP_CODE", default="")
 # Public base URL of this app, used to build the event handler URLs given to event.bind.
 B24_APP_URL = env.str("B24_APP_URL", default="http://127.0.0.1:8000").rstrip("/")
 # Hosts the app will ever call with a token it was handed. An install POST names its own portal

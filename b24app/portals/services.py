@@ -111,7 +111,7 @@ def _verify_tokens(
         raise PortalError("TOKEN_NOT_CONFIRMED", _("Bitrix24 did not confirm the token.")) from exc
     # Uncertain [spec §5.9]: for a local app app.info's CODE equals the client id; a Market app
     # may report its own code, so B24_APP_CODE can be set to that value.
-    expected = getattr(settings, "B24_APP_CODE", "") or settings.B24_CLIENT_ID
+    expected = settings.B24_APP_CODE or settings.B24_CLIENT_ID
     if info.code != expected:
         raise PortalError("FOREIGN_APP", _("The token belongs to another application."))
     try:

@@ -160,3 +160,22 @@ def test_malformed_install_gets_a_clear_400(client: Client, fake_bitrix: FakeBit
 
 def test_install_answers_get_with_405(client: Client):
     assert client.get("/b24/install/").status_code == 405
+
+
+def test_a_marketplace_app_is_recognised_by_the_code_set_in_b24_app_code(
+    client: Client, fake_bitrix: FakeBitrix, settings: Any
+):
+    settings.B24_APP_CODE = fake_bitrix.app_code = "vendor.b24app"
+
+    assert post_install(client, fake_bitrix).status_code == 200
+
+
+def test_with_b24_app_code_set_a_token_reporting_the_client_id_is_another_app(
+    client: Client, fake_bitrix: FakeBitrix, settings: Any
+):
+    settings.B24_APP_CODE = "vendor.b24app"
+
+    response = post_install(client, fake_bitrix)
+
+    assert response.status_code == 403
+    assert not Portal.objects.exists()
