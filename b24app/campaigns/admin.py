@@ -10,6 +10,10 @@ from b24app.campaigns import services
 from b24app.campaigns.models import Campaign, CampaignSettings, Exclusion, Lane
 
 
+def _operator(request: HttpRequest) -> str:
+    return f"operator {request.user.get_username()}"
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = ("name", "portal", "status", "created_at", "started_at", "finished_at")
@@ -21,13 +25,13 @@ class CampaignAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     @admin.action(description="Pause the selected campaigns")
     def pause(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         for campaign in queryset:
-            services.campaign_pause(campaign=campaign)
+            services.campaign_pause(campaign=campaign, actor_name=_operator(request))
 
     @admin.action(description="Resume the selected paused or blocked campaigns")
     def resume(self, request: HttpRequest, queryset: QuerySet[Campaign]) -> None:
         for campaign in queryset:
             try:
-                services.campaign_resume(campaign=campaign)
+                services.campaign_resume(campaign=campaign, actor_name=_operator(request))
             except services.CampaignError as exc:
                 self.message_user(request, f"{campaign}: {exc.message}")
 

@@ -65,7 +65,7 @@ from b24app.campaigns.models import (
 from b24app.messaging import payload
 from b24app.messaging import services as messaging
 from b24app.messaging.models import WEEKLY_LIMIT, Delivery, LimitEntry, Line
-from b24app.portals import error_texts, pacer
+from b24app.portals import audit, error_texts, pacer
 from b24app.portals.models import Portal
 from b24app.portals.services import PortalError, portal_call
 
@@ -134,6 +134,49 @@ def blocked_reason(code: str, detail: str = "") -> str:
     return f"{reason} {hint}"
 
 
+# --- Audit ----------------------------------------------------------------------------------
+
+# How many ids an audit entry lists; the count is always there (a CSV may name 200 000 users).
+AUDIT_IDS = 50
+
+
+def _audit(
+    campaign: Campaign | None,
+    action: str,
+    *,
+    portal: Portal | None = None,
+    actor_user_id: int | None = None,
+    actor_name: str = "",
+    **details: Any,
+) -> None:
+    """Record who did what to a campaign (or to the portal's campaign settings)."""
+    where = portal or (campaign.portal if campaign is not None else None)
+    assert where is not None
+    if campaign is not None:
+        details = {"campaign": campaign.pk, "name": campaign.name, **details}
+    audit.audit_record(
+        portal=where,
+        action=action,
+        actor_user_id=actor_user_id,
+        actor_name=actor_name,
+        target=f"campaign {campaign.pk}" if campaign is not None else "",
+        details=details,
+    )
+
+
+def _audience_details(audience: aud.Audience) -> dict[str, Any]:
+    out: dict[str, Any] = {"kind": audience.kind}
+    if audience.explicit:
+        out["users"] = len(audience.user_ids)
+        out["user_ids"] = list(audience.user_ids[:AUDIT_IDS])
+    elif audience.kind == "departments":
+        out["department_ids"] = list(audience.department_ids[:AUDIT_IDS])
+        out["subdepartments"] = audience.subdepartments
+    else:
+        out["user_types"] = list(audience.user_types)
+    return out
+
+
 # --- Settings, permissions, exclusions -------------------------------------------------------
 
 
@@ -152,9 +195,16 @@ def settings_update(
     allowed_department_ids: Sequence[int],
     time_zone: str,
     single_calls: bool | None = None,
+    actor_user_id: int | None = None,
+    actor_name: str = "",
 ) -> CampaignSettings:
-    """Save who besides administrators may run campaigns, and the portal's time zone."""
+    """Save who besides administrators may run campaigns, and the portal's time zone.
+
+    A change is recorded in the audit log with its before and after values.
+    """
     current = settings_for(portal)
+    keys = ("allowed_user_ids", "allowed_department_ids", "time_zone", "single_calls")
+    before = {key: getattr(current, key) for key in keys}
     current.allowed_user_ids = aud.unique_ids(allowed_user_ids)
     current.allowed_department_ids = aud.unique_ids(allowed_department_ids)
     current.time_zone = time_zone
@@ -162,6 +212,18 @@ def settings_update(
         current.single_calls = single_calls
         current.single_calls_since = timezone.now() if single_calls else None
     current.save()
+    after = {key: getattr(current, key) for key in keys}
+    if before != after:
+        changed = [key for key in keys if before[key] != after[key]]
+        _audit(
+            None,
+            "settings.campaigns",
+            portal=portal,
+            actor_user_id=actor_user_id,
+            actor_name=actor_name,
+            before={key: before[key] for key in changed},
+            after={key: after[key] for key in changed},
+        )
     return current
 
 
@@ -192,9 +254,14 @@ def campaign_allowed(*, portal: Portal, user_id: int, admin: bool) -> bool:
 
 
 def exclusion_add(
-    *, portal: Portal, user_ids: Iterable[int], note: str = "", created_by: int | None = None
+    *,
+    portal: Portal,
+    user_ids: Iterable[int],
+    note: str = "",
+    created_by: int | None = None,
+    actor_name: str = "",
 ) -> int:
-    """Put users on the portal's opt-out list; returns how many were new."""
+    """Put users on the portal's opt-out list; returns how many were new (audited)."""
     ids = aud.unique_ids(user_ids)
     existing = set(
         Exclusion.objects.filter(portal=portal, user_id__in=ids).values_list("user_id", flat=True)
@@ -205,12 +272,41 @@ def exclusion_add(
         if uid not in existing
     ]
     Exclusion.objects.bulk_create(new, ignore_conflicts=True)
+    if new:
+        _audit(
+            None,
+            "exclusion.add",
+            portal=portal,
+            actor_user_id=created_by,
+            actor_name=actor_name,
+            count=len(new),
+            user_ids=[row.user_id for row in new[:AUDIT_IDS]],
+            note=note[:200],
+        )
     return len(new)
 
 
-def exclusion_remove(*, portal: Portal, user_ids: Iterable[int]) -> int:
-    """Take users off the opt-out list; returns how many were removed."""
-    deleted, _detail = Exclusion.objects.filter(portal=portal, user_id__in=list(user_ids)).delete()
+def exclusion_remove(
+    *,
+    portal: Portal,
+    user_ids: Iterable[int],
+    actor_user_id: int | None = None,
+    actor_name: str = "",
+) -> int:
+    """Take users off the opt-out list; returns how many were removed (audited)."""
+    found = Exclusion.objects.filter(portal=portal, user_id__in=list(user_ids))
+    removed = list(found.values_list("user_id", flat=True)[:AUDIT_IDS])
+    deleted, _detail = found.delete()
+    if deleted:
+        _audit(
+            None,
+            "exclusion.remove",
+            portal=portal,
+            actor_user_id=actor_user_id,
+            actor_name=actor_name,
+            count=deleted,
+            user_ids=removed,
+        )
     return deleted
 
 
@@ -305,6 +401,24 @@ def campaign_create(
             status=Campaign.Status.RESOLVING,
         )
         _resolve_restart(campaign)
+        extra: dict[str, Any] = {"from": duplicate_of.pk} if duplicate_of is not None else {}
+        _audit(
+            campaign,
+            "campaign.duplicate" if duplicate_of is not None else "campaign.create",
+            actor_user_id=author_user_id,
+            actor_name=author_name,
+            line=line.code,
+            message=message[:200],
+            attach=attach is not None,
+            keyboard=keyboard is not None,
+            audience=_audience_details(audience),
+            scheduled_at=scheduled_at.isoformat() if scheduled_at else None,
+            window=[window[0].isoformat("minutes"), window[1].isoformat("minutes")]
+            if window
+            else None,
+            time_zone=tz,
+            **extra,
+        )
     return campaign
 
 
@@ -461,7 +575,11 @@ def campaign_resolve_step(*, campaign_id: int, token: str) -> None:
         campaign.refresh_from_db()
         try:
             with translation.override(portal.language):  # a refusal is stored as text
-                campaign_start(campaign=campaign)
+                campaign_start(
+                    campaign=campaign,
+                    actor_user_id=campaign.author_user_id,
+                    actor_name=campaign.author_name,
+                )
         except CampaignError as exc:
             Campaign.objects.filter(pk=campaign.pk).update(resolve_error=exc.message[:500])
 
@@ -803,7 +921,19 @@ def _line_ready(campaign: Campaign, *, rejoin: bool = False) -> None:
         )
 
 
-def campaign_start(*, campaign: Campaign, at: datetime | None = None) -> Campaign:
+def _enqueue_activate(campaign_id: int, at: datetime) -> None:
+    from b24app.campaigns import tasks
+
+    transaction.on_commit(lambda: tasks.campaign_activate.apply_async((campaign_id,), eta=at))
+
+
+def campaign_start(
+    *,
+    campaign: Campaign,
+    at: datetime | None = None,
+    actor_user_id: int | None = None,
+    actor_name: str = "",
+) -> Campaign:
     """Start now, or at `at` (beat then activates it). Joins the line first if needed."""
     if campaign.status not in Campaign.STARTABLE:
         raise CampaignError("STATE", _("This campaign cannot be started now."))
@@ -812,21 +942,28 @@ def campaign_start(*, campaign: Campaign, at: datetime | None = None) -> Campaig
     _line_ready(campaign)
     now = timezone.now()
     at = at or campaign.scheduled_at
+    ready = Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.READY)
     if at is not None and at > now:
-        Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.READY).update(
-            status=Campaign.Status.SCHEDULED, scheduled_at=at
-        )
-        from b24app.campaigns import tasks
-
-        campaign_id = campaign.pk
-        transaction.on_commit(lambda: tasks.campaign_activate.apply_async((campaign_id,), eta=at))
+        changed = ready.update(status=Campaign.Status.SCHEDULED, scheduled_at=at)
+        if changed:
+            _enqueue_activate(campaign.pk, at)
     else:
-        Campaign.objects.filter(pk=campaign.pk, status=Campaign.Status.READY).update(
-            status=Campaign.Status.RUNNING, started_at=now, scheduled_at=None
-        )
-        if not _maybe_complete(campaign.pk, now):
+        changed = ready.update(status=Campaign.Status.RUNNING, started_at=now, scheduled_at=None)
+        if changed and not _maybe_complete(campaign.pk, now):
             lanes_kick(portal=campaign.portal)
     campaign.refresh_from_db()
+    if changed:
+        _audit(
+            campaign,
+            "campaign.schedule"
+            if campaign.status == Campaign.Status.SCHEDULED
+            else "campaign.start",
+            actor_user_id=actor_user_id,
+            actor_name=actor_name,
+            line=campaign.line_code,
+            recipients=Recipient.objects.filter(campaign=campaign, due=True).count(),
+            scheduled_at=campaign.scheduled_at.isoformat() if campaign.scheduled_at else None,
+        )
     return campaign
 
 
@@ -842,38 +979,86 @@ def campaign_activate(*, campaign_id: int, now: datetime | None = None) -> bool:
     return bool(changed)
 
 
-def campaign_pause(*, campaign: Campaign) -> Campaign:
+def campaign_pause(
+    *, campaign: Campaign, actor_user_id: int | None = None, actor_name: str = ""
+) -> Campaign:
     """Stop taking new batches; a batch already in flight finishes and is recorded."""
-    Campaign.objects.filter(
+    before = campaign.status
+    changed = Campaign.objects.filter(
         pk=campaign.pk, status__in=[Campaign.Status.RUNNING, Campaign.Status.SCHEDULED]
     ).update(status=Campaign.Status.PAUSED)
     campaign.refresh_from_db()
+    if changed:
+        _audit(
+            campaign,
+            "campaign.pause",
+            actor_user_id=actor_user_id,
+            actor_name=actor_name,
+            was=str(before),
+        )
     return campaign
 
 
-def campaign_resume(*, campaign: Campaign) -> Campaign:
-    """Continue a paused or blocked campaign (after the cause of a block was fixed)."""
+def campaign_resume(
+    *, campaign: Campaign, actor_user_id: int | None = None, actor_name: str = ""
+) -> Campaign:
+    """Continue a paused or blocked campaign (after the cause of a block was fixed).
+
+    A campaign paused while it waited for its scheduled start goes back to waiting when that
+    moment is still ahead; otherwise it runs at once.
+    """
     if campaign.status not in (Campaign.Status.PAUSED, Campaign.Status.BLOCKED):
         raise CampaignError("STATE", _("Only a paused or blocked campaign can be resumed."))
     if not campaign.portal.is_active:
         raise CampaignError("PORTAL", blocked_reason("AUTH_FAILED"))
     if campaign.blocked_code in ("NOT_FOUND", "LINE_NOT_JOINED"):
         _line_ready(campaign, rejoin=True)
-    Campaign.objects.filter(
-        pk=campaign.pk, status__in=[Campaign.Status.PAUSED, Campaign.Status.BLOCKED]
-    ).update(
-        status=Campaign.Status.RUNNING,
-        blocked_code="",
-        blocked_detail="",
-        started_at=campaign.started_at or timezone.now(),
-        generation=F("generation") + 1,
+    now = timezone.now()
+    waiting = (
+        campaign.started_at is None
+        and campaign.scheduled_at is not None
+        and campaign.scheduled_at > now
     )
-    lanes_kick(portal=campaign.portal)
+    stopped = Campaign.objects.filter(
+        pk=campaign.pk, status__in=[Campaign.Status.PAUSED, Campaign.Status.BLOCKED]
+    )
+    if waiting:
+        assert campaign.scheduled_at is not None
+        changed = stopped.update(
+            status=Campaign.Status.SCHEDULED,
+            blocked_code="",
+            blocked_detail="",
+            generation=F("generation") + 1,
+        )
+        if changed:
+            _enqueue_activate(campaign.pk, campaign.scheduled_at)
+    else:
+        changed = stopped.update(
+            status=Campaign.Status.RUNNING,
+            blocked_code="",
+            blocked_detail="",
+            started_at=campaign.started_at or now,
+            generation=F("generation") + 1,
+        )
+        if changed:
+            lanes_kick(portal=campaign.portal)
+    was = campaign.status
     campaign.refresh_from_db()
+    if changed:
+        _audit(
+            campaign,
+            "campaign.resume",
+            actor_user_id=actor_user_id,
+            actor_name=actor_name,
+            was=str(was),
+            status=str(campaign.status),
+        )
     return campaign
 
 
-def campaign_cancel(*, campaign: Campaign) -> Campaign:
+def campaign_cancel(
+    *, campaign: Campaign, actor_user_id: int | None = None, actor_name: str = ""
+) -> Campaign:
     """End the campaign; recipients not yet sent are never sent."""
     with transaction.atomic():
         changed = (
@@ -881,9 +1066,18 @@ def campaign_cancel(*, campaign: Campaign) -> Campaign:
             .exclude(status__in=Campaign.FINAL)
             .update(status=Campaign.Status.CANCELLED, finished_at=timezone.now())
         )
+        unsent = 0
         if changed:
-            Recipient.objects.filter(campaign=campaign, due=True).update(due=False)
+            unsent = Recipient.objects.filter(campaign=campaign, due=True).update(due=False)
     campaign.refresh_from_db()
+    if changed:
+        _audit(
+            campaign,
+            "campaign.cancel",
+            actor_user_id=actor_user_id,
+            actor_name=actor_name,
+            not_sent=unsent,
+        )
     return campaign
 
 
@@ -902,36 +1096,90 @@ def _block(
     return count
 
 
-def recipients_resend(*, campaign: Campaign, recipient_ids: Sequence[int]) -> int:
-    """Send `unknown` messages once more (chosen in the report). Restarts a finished campaign."""
+def recipients_resend(
+    *,
+    campaign: Campaign,
+    recipient_ids: Sequence[int],
+    actor_user_id: int | None = None,
+    actor_name: str = "",
+) -> int:
+    """Send `unknown` messages once more (chosen in the report). Restarts a finished campaign.
+
+    A cancelled campaign sends nothing any more, so it refuses (CampaignError): mark the
+    messages as delivered, or duplicate the campaign.
+    """
+    if campaign.status == Campaign.Status.CANCELLED:
+        raise CampaignError(
+            "STATE",
+            _(
+                "This campaign was cancelled, so it sends nothing any more. Mark the messages "
+                "as delivered if they arrived, or duplicate the campaign to send again."
+            ),
+        )
     with transaction.atomic():
-        count = Recipient.objects.filter(
+        chosen = Recipient.objects.filter(
             campaign=campaign, pk__in=recipient_ids, delivery__status=Delivery.Status.UNKNOWN
-        ).update(due=True)
+        )
+        user_ids = list(chosen.values_list("user_id", flat=True)[:AUDIT_IDS])
+        count = chosen.update(due=True)
         if count and campaign.status == Campaign.Status.COMPLETED:
             Campaign.objects.filter(pk=campaign.pk).update(
                 status=Campaign.Status.RUNNING, finished_at=None
             )
         if count:
             lanes_kick(portal=campaign.portal)
+            _audit(
+                campaign,
+                "campaign.resend",
+                actor_user_id=actor_user_id,
+                actor_name=actor_name,
+                count=count,
+                user_ids=user_ids,
+            )
     return count
 
 
+def _person(user_id: int | None, name: str) -> str:
+    if name and user_id:
+        return _("%(name)s (user %(id)s)") % {"name": name, "id": user_id}
+    if user_id:
+        return _("user %(id)s") % {"id": user_id}
+    return name or "?"
+
+
 def recipients_mark_delivered(
-    *, campaign: Campaign, recipient_ids: Sequence[int], by_user_id: int | None = None
+    *,
+    campaign: Campaign,
+    recipient_ids: Sequence[int],
+    by_user_id: int | None = None,
+    by_user_name: str = "",
 ) -> int:
-    """Record `unknown` messages as delivered because a person checked (chosen in the report)."""
-    delivery_ids = list(
+    """Record `unknown` messages as delivered because a person checked (chosen in the report).
+
+    The delivery keeps error code MARKED and, as its message, who marked it (audited too).
+    """
+    rows = list(
         Recipient.objects.filter(
             campaign=campaign, pk__in=recipient_ids, delivery__status=Delivery.Status.UNKNOWN
-        ).values_list("delivery_id", flat=True)
+        ).values_list("delivery_id", "user_id")
     )
-    note = _("Marked as delivered by user %(u)s.") % {"u": by_user_id or "?"}
+    delivery_ids = [delivery_id for delivery_id, _user in rows]
+    note = _("Marked as delivered by %(who)s.") % {"who": _person(by_user_id, by_user_name)}
     with transaction.atomic():
         Recipient.objects.filter(delivery_id__in=delivery_ids).update(due=False)
-        return Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.UNKNOWN).update(
+        count = Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.UNKNOWN).update(
             status=Delivery.Status.SENT, error_code="MARKED", error_message=note[:500]
         )
+        if count:
+            _audit(
+                campaign,
+                "campaign.mark_delivered",
+                actor_user_id=by_user_id,
+                actor_name=by_user_name,
+                count=count,
+                user_ids=[user for _delivery, user in rows[:AUDIT_IDS]],
+            )
+    return count
 
 
 # --- Lanes: the per-portal sending chains -----------------------------------------------------

@@ -191,15 +191,24 @@ def campaign_action(request: FrameRequest, pk: int) -> HttpResponse:
     """Start, pause, resume, cancel, duplicate, or find the recipients again."""
     campaign = _campaign(request, pk)
     action = request.POST.get("action", "")
+    user_id, name = request.frame.user_id, request.frame.user_name
     try:
         if action == "start":
-            campaign = services.campaign_start(campaign=campaign)
+            campaign = services.campaign_start(
+                campaign=campaign, actor_user_id=user_id, actor_name=name
+            )
         elif action == "pause":
-            campaign = services.campaign_pause(campaign=campaign)
+            campaign = services.campaign_pause(
+                campaign=campaign, actor_user_id=user_id, actor_name=name
+            )
         elif action == "resume":
-            campaign = services.campaign_resume(campaign=campaign)
+            campaign = services.campaign_resume(
+                campaign=campaign, actor_user_id=user_id, actor_name=name
+            )
         elif action == "cancel":
-            campaign = services.campaign_cancel(campaign=campaign)
+            campaign = services.campaign_cancel(
+                campaign=campaign, actor_user_id=user_id, actor_name=name
+            )
         elif action == "resolve":
             services.campaign_resolve_again(campaign=campaign)
             campaign.refresh_from_db()
@@ -268,23 +277,41 @@ def campaign_recipients(request: FrameRequest, pk: int) -> HttpResponse:
     )
     form = forms.RecipientActionForm(request.POST, allowed=allowed)
     message = _("Choose recipients whose outcome is unknown.")
+    error = ""
     if form.is_valid():
         ids = form.cleaned_data["recipients"]
         if form.cleaned_data["action"] == "resend":
-            count = services.recipients_resend(campaign=campaign, recipient_ids=ids)
-            message = ngettext(
-                "%(n)d message will be sent again.", "%(n)d messages will be sent again.", count
-            ) % {"n": count}
+            try:
+                count = services.recipients_resend(
+                    campaign=campaign,
+                    recipient_ids=ids,
+                    actor_user_id=request.frame.user_id,
+                    actor_name=request.frame.user_name,
+                )
+            except services.CampaignError as exc:
+                error = exc.message
+            else:
+                message = ngettext(
+                    "%(n)d message will be sent again.",
+                    "%(n)d messages will be sent again.",
+                    count,
+                ) % {"n": count}
         else:
             count = services.recipients_mark_delivered(
-                campaign=campaign, recipient_ids=ids, by_user_id=request.frame.user_id
+                campaign=campaign,
+                recipient_ids=ids,
+                by_user_id=request.frame.user_id,
+                by_user_name=request.frame.user_name,
             )
             message = ngettext(
                 "%(n)d message marked as delivered.", "%(n)d messages marked as delivered.", count
             ) % {"n": count}
     campaign.refresh_from_db()
     context = _report_context(request, campaign)
-    context["notice"] = message
+    if error:
+        context["error"] = error
+    else:
+        context["notice"] = message
     return _page(request, "campaigns/report.html", context)
 
 
@@ -354,6 +381,8 @@ def _settings(request: FrameRequest) -> HttpResponse:
                 allowed_department_ids=data["allowed_department_ids"],
                 time_zone=data["time_zone"],
                 single_calls=False if request.POST.get("retry_batch") else None,
+                actor_user_id=request.frame.user_id,
+                actor_name=request.frame.user_name,
             )
             notice = _("Settings saved.")
     elif request.method == "POST" and request.POST.get("form") == "exclusions":
@@ -361,7 +390,12 @@ def _settings(request: FrameRequest) -> HttpResponse:
         if exclusion_form.is_valid():
             ids = exclusion_form.cleaned_data["user_ids"]
             if exclusion_form.cleaned_data.get("remove"):
-                count = services.exclusion_remove(portal=portal, user_ids=ids)
+                count = services.exclusion_remove(
+                    portal=portal,
+                    user_ids=ids,
+                    actor_user_id=request.frame.user_id,
+                    actor_name=request.frame.user_name,
+                )
                 notice = ngettext(
                     "%(n)d user taken off the exclusion list.",
                     "%(n)d users taken off the exclusion list.",
@@ -373,6 +407,7 @@ def _settings(request: FrameRequest) -> HttpResponse:
                     user_ids=ids,
                     note=exclusion_form.cleaned_data.get("note") or "",
                     created_by=request.frame.user_id,
+                    actor_name=request.frame.user_name,
                 )
                 notice = ngettext(
                     "%(n)d user added to the exclusion list.",

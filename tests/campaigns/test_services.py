@@ -724,3 +724,127 @@ def test_a_crashing_lane_step_keeps_its_chain_alive(
         assert tasks.lane_run(portal.pk, 0, lane.token) == "error"
 
     assert queued and queued[0][0] == (portal.pk, 0, lane.token) and queued[0][1] >= 5.0
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+
+def _audit(portal: Portal) -> list[tuple[str, int | None, str, dict[str, Any]]]:
+    from b24app.portals.models import AuditEntry
+
+    return [
+        (e.action, e.actor_user_id, e.actor_name, e.details)
+        for e in AuditEntry.objects.filter(portal=portal).order_by("pk")
+    ]
+
+
+def test_campaign_lifecycle_is_recorded_in_the_audit_log_with_who_did_it(
+    messenger: Messenger, portal: Portal, line: Line, make_campaign: MakeCampaign
+):
+    who = {"actor_user_id": 7, "actor_name": "Anna Admin"}
+    created = services.campaign_create(
+        portal=portal,
+        line=line,
+        name="News",
+        message="Hello {NAME}",
+        audience=aud.Audience("users", (1, 2, 3)),
+        author_user_id=7,
+        author_name="Anna Admin",
+    )
+    campaign = make_campaign([1, 2])
+    services.campaign_start(campaign=campaign, **who)
+    services.campaign_pause(campaign=campaign, **who)
+    services.campaign_resume(campaign=campaign, **who)
+    services.campaign_cancel(campaign=campaign, **who)
+    copy = services.campaign_duplicate(campaign=campaign, author_user_id=7, author_name="Anna")
+    later = make_campaign([3])
+    services.campaign_start(campaign=later, at=timezone.now() + timedelta(hours=1), **who)
+
+    entries = _audit(portal)
+
+    assert [action for action, *_rest in entries] == [
+        "campaign.create",
+        "campaign.start",
+        "campaign.pause",
+        "campaign.resume",
+        "campaign.cancel",
+        "campaign.duplicate",
+        "campaign.schedule",
+    ]
+    assert all(actor == 7 for _action, actor, _name, _details in entries)
+    create = entries[0][3]
+    assert create["campaign"] == created.pk and create["line"] == LINE_CODE
+    assert create["message"] == "Hello {NAME}"
+    assert create["audience"] == {"kind": "users", "users": 3, "user_ids": [1, 2, 3]}
+    assert entries[1][3]["recipients"] == 2
+    assert entries[5][3] == {**entries[5][3], "campaign": copy.pk, "from": campaign.pk}
+
+
+def test_a_refused_or_repeated_action_leaves_no_audit_entry(
+    portal: Portal, make_campaign: MakeCampaign
+):
+    campaign = make_campaign([1], status=Campaign.Status.COMPLETED)
+
+    services.campaign_pause(campaign=campaign, actor_user_id=7)
+    services.campaign_cancel(campaign=campaign, actor_user_id=7)
+
+    assert _audit(portal) == []
+
+
+def test_resend_and_mark_as_delivered_are_recorded_in_the_audit_log(
+    messenger: Messenger, portal: Portal, make_campaign: MakeCampaign
+):
+    messenger.add_users(2)
+    campaign = start(make_campaign([1, 2]))
+    messenger.lose_reply_after_run = True
+    portal.nfr = True
+    portal.save()
+    drain(portal)
+    first, second = Recipient.objects.filter(campaign=campaign).order_by("user_id")
+
+    services.recipients_resend(
+        campaign=campaign, recipient_ids=[first.pk], actor_user_id=7, actor_name="Anna"
+    )
+    services.recipients_mark_delivered(
+        campaign=campaign, recipient_ids=[second.pk], by_user_id=8, by_user_name="Boris"
+    )
+
+    entries = [e for e in _audit(portal) if e[0] != "campaign.start"]
+    assert entries == [
+        ("campaign.resend", 7, "Anna", {**entries[0][3], "count": 1, "user_ids": [1]}),
+        ("campaign.mark_delivered", 8, "Boris", {**entries[1][3], "count": 1, "user_ids": [2]}),
+    ]
+
+
+def test_campaign_settings_and_exclusion_changes_are_recorded_in_the_audit_log(portal: Portal):
+    services.settings_update(
+        portal=portal,
+        allowed_user_ids=[5],
+        allowed_department_ids=[3],
+        time_zone="Europe/Berlin",
+        actor_user_id=1,
+        actor_name="Anna",
+    )
+    services.settings_update(
+        portal=portal,
+        allowed_user_ids=[5],
+        allowed_department_ids=[3],
+        time_zone="Europe/Berlin",
+        actor_user_id=1,
+    )  # no change, no entry
+    services.exclusion_add(portal=portal, user_ids=[9, 10], note="asked", created_by=1)
+    services.exclusion_remove(portal=portal, user_ids=[10, 11], actor_user_id=1)
+
+    entries = _audit(portal)
+
+    assert [(action, actor) for action, actor, _n, _d in entries] == [
+        ("settings.campaigns", 1),
+        ("exclusion.add", 1),
+        ("exclusion.remove", 1),
+    ]
+    changed = entries[0][3]
+    assert changed["after"]["allowed_user_ids"] == [5]
+    assert changed["after"]["time_zone"] == "Europe/Berlin"
+    assert changed["before"]["allowed_user_ids"] == []
+    assert entries[1][3] == {"count": 2, "user_ids": [9, 10], "note": "asked"}
+    assert entries[2][3] == {"count": 1, "user_ids": [10]}

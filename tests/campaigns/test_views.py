@@ -19,8 +19,18 @@ pytestmark = pytest.mark.django_db
 MakeCampaign = Callable[..., Campaign]
 
 
-def headers(portal: Portal, *, admin: bool = True, user_id: int = 1, htmx: bool = True) -> Any:
-    token = frame.issue_token(portal=portal, user_id=user_id, admin=admin, language="en")
+def headers(
+    portal: Portal,
+    *,
+    admin: bool = True,
+    user_id: int = 1,
+    htmx: bool = True,
+    user_name: str = "",
+    language: str = "en",
+) -> Any:
+    token = frame.issue_token(
+        portal=portal, user_id=user_id, admin=admin, language=language, user_name=user_name
+    )
     found = {"HTTP_X_FRAME_TOKEN": token}
     if htmx:
         found["HTTP_HX_REQUEST"] = "true"
@@ -260,3 +270,37 @@ def test_settings_are_for_admins_and_manage_the_exclusion_list(client: Client, p
     assert (
         client.get("/app/campaigns/", **headers(portal, admin=False, user_id=7)).status_code == 200
     )
+
+
+def test_actions_in_the_frame_are_audited_with_the_acting_user(
+    client: Client, portal: Portal, make_campaign: MakeCampaign, messenger: Messenger
+):
+    from b24app.portals.models import AuditEntry
+
+    campaign = make_campaign([1, 2])
+    who = headers(portal, user_id=5, user_name="Anna Admin")
+
+    client.post(f"/app/campaigns/{campaign.pk}/action/", {"action": "start"}, **who)
+    client.post(f"/app/campaigns/{campaign.pk}/action/", {"action": "cancel"}, **who)
+    client.post(
+        "/app/campaigns/settings/",
+        {"form": "settings", "allowed_user_ids": "7", "time_zone": "UTC"},
+        **who,
+    )
+    client.post("/app/campaigns/settings/", {"form": "exclusions", "user_ids": "9"}, **who)
+    client.post(
+        "/app/campaigns/settings/", {"form": "exclusions", "user_ids": "9", "remove": "1"}, **who
+    )
+
+    entries = list(
+        AuditEntry.objects.filter(portal=portal)
+        .order_by("pk")
+        .values_list("action", "actor_user_id", "actor_name")
+    )
+    assert entries == [
+        ("campaign.start", 5, "Anna Admin"),
+        ("campaign.cancel", 5, "Anna Admin"),
+        ("settings.campaigns", 5, "Anna Admin"),
+        ("exclusion.add", 5, "Anna Admin"),
+        ("exclusion.remove", 5, "Anna Admin"),
+    ]
