@@ -21,7 +21,7 @@ from django.utils.translation import gettext as _
 
 from b24app.bitrix import client, errors
 from b24app.messaging import payload
-from b24app.messaging.models import Delivery, Draft, LimitEntry, Line, Template
+from b24app.messaging.models import WEEKLY_LIMIT, Delivery, Draft, LimitEntry, Line, Template
 from b24app.portals import pacer
 from b24app.portals.audit import audit_record
 from b24app.portals.models import Portal
@@ -228,6 +228,17 @@ def outcome_of(exc: BaseException | None) -> Outcome:
     raise exc
 
 
+def _ledger_blocks(delivery: Delivery, now: datetime) -> bool:
+    """Whether our ledger row for this delivery's line and recipient blocks at `now`.
+
+    Unlike `limit_blocks` this ignores NFR: it asks what our row says, not whether to send.
+    """
+    entry = limit_entry(
+        portal=delivery.portal, line_code=delivery.line.code, user_id=delivery.user_id
+    )
+    return entry is not None and entry.blocks(now)
+
+
 def delivery_record(*, delivery: Delivery, outcome: Outcome, now: datetime | None = None) -> None:
     """Write an attempt's outcome; a success or a limit also updates the weekly ledger."""
     now = now or timezone.now()
@@ -248,10 +259,10 @@ def delivery_record(*, delivery: Delivery, outcome: Outcome, now: datetime | Non
                 sent_at=now,
                 source=LimitEntry.Source.APP,
             )
-        elif outcome.status == Delivery.Status.LIMITED and not limit_entry(
-            portal=delivery.portal, line_code=delivery.line.code, user_id=delivery.user_id
-        ):
-            # The server knows of a send we do not: next eligible at most 7 days away.
+        elif outcome.status == Delivery.Status.LIMITED and not _ledger_blocks(delivery, now):
+            # The server knows of a send we do not (we have no row, or ours is over a week old):
+            # date it now, so the next eligible moment shown is at most 7 days away. A row of
+            # ours that still blocks already tells the truth and is kept.
             limit_record(
                 portal=delivery.portal,
                 line_code=delivery.line.code,
@@ -274,8 +285,8 @@ def deliveries_record(
 
     `results` holds `(delivery_id, user_id, outcome)`. The rules are those of `delivery_record`
     (only rows still `sending` change; a success writes the ledger; a limit we did not predict
-    writes a `server` ledger row), but the cost is one UPDATE per distinct outcome plus at most
-    two ledger statements, whatever the number of results.
+    writes or re-dates a `server` ledger row), but the cost is one UPDATE per distinct outcome
+    plus at most three ledger statements, whatever the number of results.
     """
     now = now or timezone.now()
     groups: dict[tuple[str, str, str], list[int]] = {}
@@ -315,7 +326,15 @@ def deliveries_record(
                 update_fields=["sent_at", "source"],
             )
         if limited:
-            # Only where we had no row: the server knows of a send we do not.
+            # The server knows of a send we do not. A row of ours that no longer blocks (over a
+            # week old) is re-dated now; a row that still blocks already tells the truth.
+            LimitEntry.objects.filter(
+                portal=portal,
+                line_code=line_code,
+                user_id__in=limited,
+                sent_at__lte=now - WEEKLY_LIMIT,
+            ).update(sent_at=now, source=LimitEntry.Source.SERVER)
+            # Where we had no row at all, one dated now.
             LimitEntry.objects.bulk_create(
                 [
                     LimitEntry(

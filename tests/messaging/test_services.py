@@ -94,6 +94,55 @@ def test_a_limit_only_bitrix_knew_writes_a_server_row(line: Line, bitrix: Messag
     assert LimitEntry.objects.get().source == "server"
 
 
+def test_a_limit_on_a_ledger_row_over_a_week_old_redates_it_from_the_server(
+    line: Line, bitrix: MessagingBitrix
+):
+    stale = timezone.now() - timedelta(days=8)
+    LimitEntry.objects.create(portal=line.portal, line_code=CODE, user_id=9, sent_at=stale)
+    bitrix.ledger.add((CODE, 9))  # someone else messaged them from this line meanwhile
+
+    before = timezone.now()
+    delivery = send(line)
+
+    assert delivery.status == "limited"
+    entry = LimitEntry.objects.get()
+    assert entry.source == "server" and entry.sent_at >= before
+    status = services.limit_status(portal=line.portal, line_code=CODE, user_id=9)
+    assert status.blocked and status.next_allowed_at == entry.sent_at + timedelta(days=7)
+
+
+def _sending(line: Line, user_id: int) -> Delivery:
+    return Delivery.objects.create(
+        portal=line.portal, line=line, user_id=user_id, message="Hi", status="sending"
+    )
+
+
+def test_a_limit_our_own_row_predicted_keeps_that_row(line: Line):
+    sent = timezone.now() - timedelta(days=3)
+    LimitEntry.objects.create(portal=line.portal, line_code=CODE, user_id=9, sent_at=sent)
+    limited = services.Outcome("limited", "USER_MESSAGE_LIMIT", "You cant send")
+
+    services.delivery_record(delivery=_sending(line, 9), outcome=limited)
+
+    entry = LimitEntry.objects.get()
+    assert (entry.sent_at, entry.source) == (sent, "app")
+
+
+def test_a_campaign_batch_limit_redates_stale_rows_and_keeps_blocking_ones(line: Line):
+    now = timezone.now()
+    stale, recent = now - timedelta(days=7, seconds=1), now - timedelta(days=2)
+    LimitEntry.objects.create(portal=line.portal, line_code=CODE, user_id=10, sent_at=stale)
+    LimitEntry.objects.create(portal=line.portal, line_code=CODE, user_id=11, sent_at=recent)
+    limited = services.Outcome("limited", "USER_MESSAGE_LIMIT", "You cant send")
+    results = [(_sending(line, user).pk, user, limited) for user in (9, 10, 11)]
+
+    services.deliveries_record(portal=line.portal, line_code=CODE, results=results, now=now)
+
+    rows = {e.user_id: (e.sent_at, e.source) for e in LimitEntry.objects.all()}
+    assert rows == {9: (now, "server"), 10: (now, "server"), 11: (recent, "app")}
+    assert set(Delivery.objects.values_list("status", flat=True)) == {"limited"}
+
+
 @pytest.mark.parametrize("failure", ["timeout", "500"])
 def test_an_ambiguous_failure_is_unknown_and_writes_no_ledger(
     line: Line, bitrix: MessagingBitrix, failure: str
