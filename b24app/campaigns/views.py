@@ -22,11 +22,13 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from b24app.campaigns import audience as aud
 from b24app.campaigns import forms, services
 from b24app.campaigns.models import Campaign, Exclusion, Recipient
 from b24app.messaging import render as chat
 from b24app.messaging.models import Delivery
 from b24app.portals.frame import FrameRequest, frame_view
+from b24app.portals.middleware import body_limit
 
 REPORT_PAGE = 100
 
@@ -88,6 +90,7 @@ def campaign_list(request: FrameRequest) -> HttpResponse:
     return _page(request, "campaigns/list.html", {"rows": rows})
 
 
+@body_limit(aud.CSV_BODY_LIMIT)  # outermost: the middleware reads it from the resolved view
 @campaign_page
 def campaign_new(request: FrameRequest) -> HttpResponse:
     """The new-campaign form; a valid POST creates it and starts finding its recipients."""

@@ -304,3 +304,52 @@ def test_actions_in_the_frame_are_audited_with_the_acting_user(
         ("exclusion.add", 5, "Anna Admin"),
         ("exclusion.remove", 5, "Anna Admin"),
     ]
+
+
+def _csv_form(line: Line, data: bytes) -> dict[str, Any]:
+    return {
+        "name": "x",
+        "line": str(line.pk),
+        "message": "Hi",
+        "audience": "csv",
+        "time_zone": "UTC",
+        "csv_file": SimpleUploadedFile("ids.csv", data, content_type="text/csv"),
+    }
+
+
+def test_a_csv_of_one_and_a_half_megabytes_is_checked_line_by_line(
+    client: Client, portal: Portal, line: Line
+):
+    ids = b"".join(b"%d\n" % n for n in range(1_000_000, 1_180_000))  # 1.44 MB
+    data = ids + b"not-an-id\n" + ids[:60_000]
+    assert 1_400_000 < len(data) < 1_600_000
+
+    response = client.post("/app/campaigns/new/", _csv_form(line, data), **headers(portal))
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "line 180001" in body and "not-an-id" in body
+    assert not Campaign.objects.exists()
+
+
+def test_a_csv_near_the_limit_gets_a_form_error_not_a_413(
+    client: Client, portal: Portal, line: Line
+):
+    data = b"1\n" * 975_000  # 1.95 MB: under the request limit, over the file limit
+
+    response = client.post("/app/campaigns/new/", _csv_form(line, data), **headers(portal))
+
+    assert response.status_code == 200
+    assert "The file is larger than 1900 KB." in response.content.decode()
+
+
+def test_a_request_over_two_megabytes_is_refused_with_413_and_a_clear_message(
+    client: Client, portal: Portal, line: Line
+):
+    data = b"1\n" * 1_050_000  # 2.1 MB
+
+    response = client.post("/app/campaigns/new/", _csv_form(line, data), **headers(portal))
+
+    assert response.status_code == 413
+    assert "too large" in response.content.decode() and "2000 KB" in response.content.decode()
+    assert not Campaign.objects.exists()
