@@ -42,6 +42,7 @@ class FakeBitrix:
     refresh_count: int = 0
     invalid_grant_count: int = 0
     app_code: str = CLIENT_ID
+    installed: bool = False  # app.info's INSTALLED: false until installFinish (spec §1.3)
     lock: threading.Lock = field(default_factory=threading.Lock)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     refresh_delay: float = 0.0
@@ -171,7 +172,7 @@ class FakeBitrix:
                         "CODE": self.app_code,
                         "VERSION": 1,
                         "STATUS": "L",
-                        "INSTALLED": False,
+                        "INSTALLED": self.installed,
                         "PAYMENT_EXPIRED": "N",
                         "DAYS": None,
                         "LANGUAGE_ID": "en",

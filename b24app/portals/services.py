@@ -90,12 +90,14 @@ def _verify_tokens(
     domain: str,
     https: bool,
     server_endpoint: str,
+    installed: bool,
 ) -> VerifiedTokens:
     """Prove that tokens handed to us by an install POST or event really are ours for this portal.
 
     1. `app.info` at the OAuth server's REST base (an allow-listed host) must answer for our app.
-       During installation it reports INSTALLED=false until installFinish (spec §1.3), so only
-       the app's identity is checked here.
+       It reports INSTALLED=false until the install page calls installFinish (spec §1.3), so the
+       install POST (`installed=False`) checks only the app's identity. Events are delivered
+       only after installFinish, so for them (`installed=True`) INSTALLED must be true as well.
     2. The refresh token is exchanged once at the same OAuth server. Its reply is authoritative
        for `member_id` and `client_endpoint`, which must match what the POST claimed; otherwise a
        caller holding tokens of their own portal could overwrite another portal's row.
@@ -114,6 +116,8 @@ def _verify_tokens(
     expected = settings.B24_APP_CODE or settings.B24_CLIENT_ID
     if info.code != expected:
         raise PortalError("FOREIGN_APP", _("The token belongs to another application."))
+    if installed and not info.installed:
+        raise PortalError("NOT_INSTALLED", _("The app is not installed on this Bitrix24."))
     try:
         tokens = oauth.refresh_tokens(
             token_url=oauth.token_url_for(oauth_rest),
@@ -201,6 +205,7 @@ def portal_install(
         domain=domain,
         https=https,
         server_endpoint=server_endpoint,
+        installed=False,  # INSTALLED stays false until this page calls installFinish
     )
     conn = client.Connection(
         endpoint=verified.client_endpoint, access_token=verified.tokens.access_token
@@ -311,6 +316,7 @@ def portal_event_receive(
         domain=str(auth["domain"]).lower(),
         https=https,
         server_endpoint=str(auth.get("server_endpoint") or ""),
+        installed=True,  # events are delivered only after installFinish (spec §1.3)
     )
     extra: dict[str, Any] = {}
     if data.get("VERSION"):
@@ -408,6 +414,7 @@ def portal_enter(
             domain=portal.domain,
             https=portal.https,
             server_endpoint=portal.server_endpoint,
+            installed=True,  # Bitrix opens the app page only after installFinish (spec §1.3)
         )
         portal = _upsert(
             verified, member_id=member_id, application_token="", language=portal.language

@@ -112,6 +112,7 @@ def test_a_forged_auth_id_is_refused(
 def test_an_admin_opening_a_disconnected_portal_reconnects_it(
     client: Client, make_portal: Callable[..., Portal], fake_bitrix: FakeBitrix
 ):
+    fake_bitrix.installed = True
     make_portal(
         status=Portal.Status.AUTH_FAILED,
         status_reason="invalid_grant",
@@ -125,6 +126,19 @@ def test_an_admin_opening_a_disconnected_portal_reconnects_it(
     portal = Portal.objects.get()
     assert portal.status == Portal.Status.ACTIVE
     assert portal.access_token in fake_bitrix.access
+
+
+def test_a_disconnected_portal_is_not_reseeded_while_app_info_says_not_installed(
+    client: Client, make_portal: Callable[..., Portal], fake_bitrix: FakeBitrix
+):
+    fake_bitrix.installed = False
+    make_portal(status=Portal.Status.AUTH_FAILED, access_token="", refresh_token="")
+
+    response = open_app(client, fake_bitrix, user_id=1)
+
+    assert response.status_code == 403
+    portal = Portal.objects.get()
+    assert (portal.status, portal.access_token) == (Portal.Status.AUTH_FAILED, "")
 
 
 def test_a_manager_opening_a_disconnected_portal_is_told_to_ask_an_admin(

@@ -107,6 +107,7 @@ def test_install_event_for_an_installed_portal_is_confirmed(
 def test_update_event_replaces_the_application_token_after_checking_its_tokens(
     client: Client, installed: Portal, fake_bitrix: FakeBitrix
 ):
+    fake_bitrix.installed = True
     tokens = fake_bitrix.issue(MEMBER_ID)
     form = event_form(
         "ONAPPUPDATE",
@@ -136,12 +137,46 @@ def test_update_event_with_forged_tokens_is_refused(client: Client, installed: P
 def test_install_event_creates_a_portal_when_the_install_post_never_came(
     client: Client, fake_bitrix: FakeBitrix
 ):
+    fake_bitrix.installed = True
     tokens = fake_bitrix.issue(MEMBER_ID)
 
     response = client.post("/b24/events/", event_form("ONAPPINSTALL", tokens=tokens))
 
     assert response.json() == {"result": "installed"}
     assert Portal.objects.get().domain == DOMAIN
+
+
+def test_install_event_is_refused_while_app_info_says_the_app_is_not_installed(
+    client: Client, fake_bitrix: FakeBitrix
+):
+    # Events come only after installFinish, when app.info reports INSTALLED=true (spec §1.3).
+    fake_bitrix.installed = False
+    tokens = fake_bitrix.issue(MEMBER_ID)
+
+    response = client.post("/b24/events/", event_form("ONAPPINSTALL", tokens=tokens))
+
+    assert response.status_code == 403
+    assert response.json()["error"] == "NOT_INSTALLED"
+    assert not Portal.objects.exists()
+
+
+def test_update_event_is_refused_while_app_info_says_the_app_is_not_installed(
+    client: Client, installed: Portal, fake_bitrix: FakeBitrix
+):
+    fake_bitrix.installed = False
+    form = event_form(
+        "ONAPPUPDATE",
+        secret="new-secret",
+        tokens=fake_bitrix.issue(MEMBER_ID),
+        data={"VERSION": "2"},
+    )
+
+    response = client.post("/b24/events/", form)
+
+    assert response.status_code == 403
+    portal = Portal.objects.get()
+    assert portal.application_token_hash == _hash_secret(SECRET)
+    assert portal.app_version == ""
 
 
 @pytest.mark.parametrize(

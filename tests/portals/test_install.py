@@ -84,6 +84,16 @@ def test_install_without_the_optional_fields_of_newer_portals_still_works(
     assert Portal.objects.get().server_endpoint == "https://oauth.bitrix.info/rest/"
 
 
+def test_install_is_accepted_while_app_info_still_says_not_installed(
+    client: Client, fake_bitrix: FakeBitrix
+):
+    # The installer page runs before installFinish: INSTALLED is false there (spec §1.3).
+    fake_bitrix.installed = False
+
+    assert post_install(client, fake_bitrix).status_code == 200
+    assert Portal.objects.get().member_id == MEMBER_ID
+
+
 def test_install_with_another_apps_token_is_refused_and_stores_nothing(
     client: Client, fake_bitrix: FakeBitrix
 ):
