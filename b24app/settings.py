@@ -191,14 +191,12 @@ CONTENT_SECURITY_POLICY = {
 CELERY_BROKER_URL = env.str(
     "CELERY_BROKER_URL", default=f"sqla+sqlite:///{BASE_DIR / 'celery-broker.sqlite3'}"
 )
-if CELERY_BROKER_URL.startswith(("sqla+", "sqlalchemy")):
-    # The database transport is polled (kombu's default: once a second). Sending chains hop from
-    # task to task several times a second per portal, so poll ten times a second: one indexed
-    # SELECT per queue each time, a few per cent of a core on an idle worker. Pushing brokers
-    # (Redis, RabbitMQ) ignore this.
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "polling_interval": env.float("B24_BROKER_POLL_S", default=0.1)
-    }
+# The database transport is polled (kombu's default: once a second). Sending chains hop from task
+# to task several times a second per portal, so poll ten times a second: one indexed SELECT per
+# queue each time, a few per cent of a core on an idle worker. Pushing brokers (Redis, RabbitMQ)
+# ignore it. b24app/celery.py applies it: kombu's SQLAlchemy transport hands every transport
+# option to SQLAlchemy's create_engine, which refuses `polling_interval`.
+B24_BROKER_POLL_S = env.float("B24_BROKER_POLL_S", default=0.1)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"

@@ -816,6 +816,14 @@ REPORT_STATES = (
 )
 
 
+def report_states(status: str) -> tuple[str, ...]:
+    """The report states of a campaign in `status`: a cancelled one has "not sent" instead of
+    "queued", since it never sends those."""
+    if status == Campaign.Status.CANCELLED:
+        return tuple(STATE_NOT_SENT if s == Delivery.Status.QUEUED else s for s in REPORT_STATES)
+    return REPORT_STATES
+
+
 def state_label(state: str) -> str:
     """A report state as people read it, in the current language."""
     labels = {value: str(label) for value, label in Delivery.Status.choices}
@@ -826,16 +834,18 @@ def state_label(state: str) -> str:
 
 def campaign_counts(*, campaign: Campaign) -> dict[str, int]:
     """Recipients per report state, in one grouped query."""
-    return campaigns_counts(campaign_ids=[campaign.pk]).get(
-        campaign.pk, dict.fromkeys(REPORT_STATES, 0)
-    )
+    return campaigns_counts(campaigns=[campaign])[campaign.pk]
 
 
-def campaigns_counts(*, campaign_ids: Sequence[int]) -> dict[int, dict[str, int]]:
-    """Recipients per report state for several campaigns, in one grouped query (the list)."""
-    out = {pk: dict.fromkeys(REPORT_STATES, 0) for pk in campaign_ids}
+def campaigns_counts(*, campaigns: Sequence[Campaign]) -> dict[int, dict[str, int]]:
+    """Recipients per report state for several campaigns, in one grouped query (the list).
+
+    A cancelled campaign never sends its queued recipients: they count as "not sent".
+    """
+    out = {c.pk: dict.fromkeys(report_states(c.status), 0) for c in campaigns}
+    cancelled = {c.pk for c in campaigns if c.status == Campaign.Status.CANCELLED}
     rows = (
-        Recipient.objects.filter(campaign_id__in=list(campaign_ids))
+        Recipient.objects.filter(campaign_id__in=list(out))
         .values("campaign_id", "skip_reason", "delivery__status")
         .annotate(n=Count("pk"))
         .order_by()
@@ -845,6 +855,8 @@ def campaigns_counts(*, campaign_ids: Sequence[int]) -> dict[int, dict[str, int]
             state = STATE_SKIPPED
         else:
             state = row["delivery__status"] or Delivery.Status.QUEUED
+        if state == Delivery.Status.QUEUED and row["campaign_id"] in cancelled:
+            state = STATE_NOT_SENT
         counts = out[row["campaign_id"]]
         counts[state] = counts.get(state, 0) + row["n"]
     return out
@@ -868,28 +880,34 @@ def campaign_progress(*, campaign: Campaign, now: datetime | None = None) -> Pro
     now = now or timezone.now()
     counts = campaign_counts(campaign=campaign)
     total = sum(counts.values())
-    pending = counts[Delivery.Status.QUEUED] + counts[Delivery.Status.SENDING]
-    done = total - pending
+    pending = counts.get(Delivery.Status.QUEUED, 0) + counts[Delivery.Status.SENDING]
+    # A cancelled campaign's unsent recipients are not "done": the bar shows how far it got.
+    done = total - pending - counts.get(STATE_NOT_SENT, 0)
     attempted = done - counts[STATE_SKIPPED]
     rate = 0.0
     if campaign.started_at and attempted > 0:
         end = campaign.finished_at or now
         elapsed = max(1.0, (end - campaign.started_at).total_seconds())
         rate = attempted / elapsed
-    eta = pending / rate if rate > 0 and pending else None
+    # Only a sending campaign has a time left: paused, blocked or ended ones are not moving.
+    moving = campaign.status == Campaign.Status.RUNNING
+    eta = pending / rate if moving and rate > 0 and pending else None
     return Progress(counts=counts, total=total, done=done, rate=rate, eta_s=eta)
 
 
 def report_rows(*, campaign: Campaign, state: str = "") -> Any:
     """Recipients with their outcome for the report, filtered by report state."""
     qs = Recipient.objects.filter(campaign=campaign).select_related("delivery").order_by("pk")
+    states = report_states(campaign.status)
     if state == STATE_SKIPPED:
         qs = qs.exclude(skip_reason="")
-    elif state == Delivery.Status.QUEUED:
+    elif state in (Delivery.Status.QUEUED, STATE_NOT_SENT):
+        if state not in states:
+            return qs.none()
         qs = qs.filter(skip_reason="").filter(
             Q(delivery__isnull=True) | Q(delivery__status=Delivery.Status.QUEUED)
         )
-    elif state in REPORT_STATES:
+    elif state in states:
         qs = qs.filter(skip_reason="", delivery__status=state)
     return qs
 
@@ -898,9 +916,10 @@ def recipient_state(recipient: Recipient, campaign: Campaign) -> str:
     """The report state of one recipient (its delivery's, or skipped / queued / not sent)."""
     if recipient.skip_reason:
         return STATE_SKIPPED
-    if recipient.delivery is None:
-        return STATE_NOT_SENT if campaign.status == Campaign.Status.CANCELLED else "queued"
-    return recipient.delivery.status
+    status = recipient.delivery.status if recipient.delivery is not None else "queued"
+    if status == Delivery.Status.QUEUED and campaign.status == Campaign.Status.CANCELLED:
+        return STATE_NOT_SENT
+    return status
 
 
 # --- Start, pause, resume, cancel ------------------------------------------------------------
@@ -1390,8 +1409,7 @@ def _poll_interval() -> float:
     url = str(app.conf.broker_url or "")
     if not url.startswith(("sqla+", "sqlalchemy")):
         return 0.0
-    options = app.conf.broker_transport_options or {}
-    return float(options.get("polling_interval", 1.0))
+    return float(settings.B24_BROKER_POLL_S)
 
 
 def _reserve(portal: Portal, wait: float) -> float:
@@ -1964,10 +1982,10 @@ def report_csv_rows(*, campaign: Campaign, state: str = "") -> Iterator[list[str
     ):
         if skip:
             current = STATE_SKIPPED
-        elif status:
-            current = status
         else:
-            current = STATE_NOT_SENT if cancelled else Delivery.Status.QUEUED
+            current = status or Delivery.Status.QUEUED
+            if cancelled and current == Delivery.Status.QUEUED:
+                current = STATE_NOT_SENT
         yield [
             str(user_id),
             _csv_safe(name),
