@@ -108,7 +108,12 @@ def read_token(token: str) -> FrameContext:
 
 def allow_framing(response: HttpResponseBase, portal: Portal) -> None:
     """Let only this portal's pages frame the response (and no X-Frame-Options)."""
-    response._csp_replace = {"frame-ancestors": [portal.origin]}  # type: ignore[attr-defined]
+    allow_framing_by(response, portal.origin)
+
+
+def allow_framing_by(response: HttpResponseBase, origin: str) -> None:
+    """Let only `origin` (a checked portal origin, see hosts.portal_origin) frame the response."""
+    response._csp_replace = {"frame-ancestors": [origin]}  # type: ignore[attr-defined]
     response.xframe_options_exempt = True  # type: ignore[attr-defined]
 
 

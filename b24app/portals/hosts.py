@@ -9,11 +9,17 @@ within one dot-separated label, so `*.bitrix24.*` admits `acme.bitrix24.de` but 
 
 from __future__ import annotations
 
+import re
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.utils.translation import gettext as _
+
+# What a portal host may look like at all, before the allow-list is consulted: `*` in a pattern
+# matches any character, so without this a "host" could carry spaces, `;` or quotes into a URL
+# or a Content-Security-Policy header.
+_HOSTPORT = re.compile(r"^[a-z0-9.-]+(:[0-9]{1,5})?$")
 
 
 class HostNotAllowed(ValueError):
@@ -48,16 +54,16 @@ def is_sandbox_host(hostport: str) -> bool:
 def portal_endpoint(domain: str, *, https: bool) -> str:
     """The REST base `http(s)://<domain>/rest/` of an allowed portal, or HostNotAllowed."""
     domain = domain.strip().lower()
-    if (
-        not domain
-        or "/" in domain
-        or "@" in domain
-        or not _allowed(domain, settings.B24_PORTAL_HOSTS)
-    ):
+    if not _HOSTPORT.match(domain) or not _allowed(domain, settings.B24_PORTAL_HOSTS):
         raise HostNotAllowed(_("portal host %(host)s is not allowed") % {"host": repr(domain)})
     if not https and not is_sandbox_host(domain):
         raise HostNotAllowed(_("plain HTTP is allowed only for sandbox portals"))
     return f"{'https' if https else 'http'}://{domain}/rest/"
+
+
+def portal_origin(domain: str, *, https: bool) -> str:
+    """The web origin `http(s)://<domain>` of an allowed portal, or HostNotAllowed."""
+    return portal_endpoint(domain, https=https).removesuffix("/rest/")
 
 
 def oauth_endpoint(server_endpoint: str) -> str:

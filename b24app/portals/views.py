@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django_ratelimit.decorators import ratelimit
 
 from b24app.bitrix import errors
-from b24app.portals import admin_forms, forms, frame, services
+from b24app.portals import admin_forms, forms, frame, hosts, services
 from b24app.portals.frame import FrameRequest, frame_view
 from b24app.portals.models import AuditEntry
 
@@ -35,8 +35,9 @@ def healthz(request: HttpRequest) -> HttpResponse:
 
 def rate_limited(request: HttpRequest, exception: Exception) -> HttpResponse:
     """What a caller over B24_PUBLIC_RATE gets (django-ratelimit's RATELIMIT_VIEW)."""
-    with translation.override(_post_language(request.GET)):
-        return _refusal(429, _("Too many requests; try again in a minute."))
+    posted = forms.merged_frame_data(request.GET, request.POST)
+    with translation.override(_post_language(posted)):
+        return _refusal(429, _("Too many requests; try again in a minute."), posted)
 
 
 def _post_language(data: Any) -> str:
@@ -56,8 +57,18 @@ def public_rate_limit(view: _View) -> _View:
     return cast(_View, ratelimit(key="ip", rate=_public_rate, block=True)(view))
 
 
-def _refusal(status: int, message: str) -> HttpResponse:
-    return HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+def _refusal(status: int, message: str, posted: dict[str, str] | None = None) -> HttpResponse:
+    """A plain-text refusal. When the request names a portal on the allow-list (Bitrix24 opening
+    install or entry in its frame), that portal may frame it, so the user reads the refusal
+    instead of a blocked frame; any other caller keeps X-Frame-Options DENY."""
+    response = HttpResponse(message, status=status, content_type="text/plain; charset=utf-8")
+    if posted and posted.get("DOMAIN"):
+        try:
+            origin = hosts.portal_origin(str(posted["DOMAIN"]), https=posted.get("PROTOCOL") != "0")
+        except hosts.HostNotAllowed:
+            return response
+        frame.allow_framing_by(response, origin)
+    return response
 
 
 def _render_frame(
@@ -85,7 +96,9 @@ def _install(request: HttpRequest, posted: dict[str, str]) -> HttpResponse:
     form = forms.InstallForm(posted)
     if not form.is_valid():
         return _refusal(
-            400, _("Malformed install request: %(errors)s") % {"errors": form.error_text()}
+            400,
+            _("Malformed install request: %(errors)s") % {"errors": form.error_text()},
+            posted,
         )
     data = form.cleaned_data
     try:
@@ -101,10 +114,10 @@ def _install(request: HttpRequest, posted: dict[str, str]) -> HttpResponse:
         )
     except services.PortalError as exc:
         log.warning("install refused: %s", exc.code)
-        return _refusal(exc.status, exc.message)
+        return _refusal(exc.status, exc.message, posted)
     except errors.BitrixError as exc:
         log.warning("install failed talking to Bitrix24: %s", type(exc).__name__)
-        return _refusal(502, _("Bitrix24 did not answer; please try installing again."))
+        return _refusal(502, _("Bitrix24 did not answer; please try installing again."), posted)
     return _render_frame(
         request,
         "portals/install.html",
@@ -155,7 +168,9 @@ def entry(request: HttpRequest) -> HttpResponse:
 def _entry(request: HttpRequest, posted: dict[str, str]) -> HttpResponse:
     form = forms.FramePostForm(posted)
     if not form.is_valid():
-        return _refusal(400, _("Malformed app request: %(errors)s") % {"errors": form.error_text()})
+        return _refusal(
+            400, _("Malformed app request: %(errors)s") % {"errors": form.error_text()}, posted
+        )
     data = form.cleaned_data
     try:
         ctx = services.portal_enter(
@@ -169,7 +184,7 @@ def _entry(request: HttpRequest, posted: dict[str, str]) -> HttpResponse:
         )
     except services.PortalError as exc:
         log.info("entry refused: %s", exc.code)
-        return _refusal(exc.status, exc.message)
+        return _refusal(exc.status, exc.message, posted)
     if request.headers.get("X-Frame-Reenter") == "1":
         # The frame's token expired: its page asked the portal for a fresh AUTH_ID
         # (refreshAuth) and trades it here for a new frame token, keeping the page and draft.

@@ -96,6 +96,57 @@ def test_opening_the_app_on_a_portal_that_never_installed_it_is_refused(
     assert "not installed" in response.content.decode()
 
 
+def framed_by(response: Any) -> str | None:
+    """The one origin allowed to frame the response, or None when framing is denied."""
+    policy = response["Content-Security-Policy"]
+    if "X-Frame-Options" in response:
+        assert response["X-Frame-Options"] == "DENY" and "frame-ancestors 'none'" in policy
+        return None
+    (ancestors,) = [
+        d.split()[1:] for d in policy.split(";") if d.split()[:1] == ["frame-ancestors"]
+    ]
+    assert len(ancestors) == 1
+    return str(ancestors[0])
+
+
+def test_an_entry_refusal_may_be_framed_by_the_portal_it_names(
+    client: Client, fake_bitrix: FakeBitrix
+):
+    response = open_app(client, fake_bitrix)  # the app was never installed there
+
+    assert response.status_code == 403
+    assert framed_by(response) == "https://acme.bitrix24.com"
+
+
+def test_a_malformed_entry_naming_an_allowed_portal_may_be_framed_by_it(client: Client, db: Any):
+    response = client.post(f"/b24/app/?DOMAIN={DOMAIN}&PROTOCOL=1", {"member_id": MEMBER_ID})
+
+    assert response.status_code == 400
+    assert framed_by(response) == "https://acme.bitrix24.com"
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("DOMAIN=acme.evil.example.com&PROTOCOL=1", "host off the allow-list"),
+        ("DOMAIN=acme.bitrix24.com.evil.example&PROTOCOL=1", "allow-list look-alike"),
+        (f"DOMAIN={DOMAIN}&PROTOCOL=0", "plain HTTP outside the sandbox"),
+        ("DOMAIN=x%3B%20script-src%20*.bitrix24.com&PROTOCOL=1", "CSP injection"),
+        ("PROTOCOL=1", "no DOMAIN at all"),
+    ],
+)
+def test_an_entry_refusal_naming_no_allowed_portal_cannot_be_framed(
+    client: Client, db: Any, query: str, why: str
+):
+    body = {"AUTH_ID": "a" * 32, "member_id": MEMBER_ID}
+
+    response = client.post(f"/b24/app/?{query}", body)
+
+    assert response.status_code in (400, 403), why
+    assert framed_by(response) is None, why
+    assert "script-src *" not in response["Content-Security-Policy"]
+
+
 def test_a_forged_auth_id_is_refused(
     client: Client, make_portal: Callable[..., Portal], fake_bitrix: FakeBitrix
 ):

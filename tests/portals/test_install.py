@@ -189,3 +189,25 @@ def test_with_b24_app_code_set_a_token_reporting_the_client_id_is_another_app(
 
     assert response.status_code == 403
     assert not Portal.objects.exists()
+
+
+def test_an_install_refusal_may_be_framed_by_the_portal_it_names(
+    client: Client, fake_bitrix: FakeBitrix
+):
+    fake_bitrix.app_code = "local.someone.else"
+
+    response = post_install(client, fake_bitrix)
+
+    assert response.status_code == 403
+    assert "X-Frame-Options" not in response
+    assert "frame-ancestors https://acme.bitrix24.com" in response["Content-Security-Policy"]
+
+
+def test_an_install_refusal_naming_a_host_off_the_allow_list_cannot_be_framed(
+    client: Client, fake_bitrix: FakeBitrix
+):
+    response = post_install(client, fake_bitrix, DOMAIN="acme.evil.example.com")
+
+    assert response.status_code == 400
+    assert response["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in response["Content-Security-Policy"]

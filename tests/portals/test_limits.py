@@ -66,3 +66,18 @@ def test_public_endpoints_are_rate_limited_per_address(client: Client, settings:
 
     assert codes[:5] == [400] * 5
     assert codes[5:] == [429, 429]
+
+
+def test_a_rate_limited_entry_may_be_framed_by_the_portal_it_names(client: Client, settings: Any):
+    settings.B24_PUBLIC_RATE = "1/m"
+    cache.clear()
+    url = "/b24/app/?DOMAIN=acme.bitrix24.com&PROTOCOL=1&LANG=en"
+
+    client.post(url, {})
+    limited = client.post(url, {})
+    events = [client.post("/b24/events/", {}) for _ in range(2)][-1]
+
+    assert limited.status_code == 429
+    assert "X-Frame-Options" not in limited
+    assert "frame-ancestors https://acme.bitrix24.com" in limited["Content-Security-Policy"]
+    assert events.status_code == 429 and events["X-Frame-Options"] == "DENY"
