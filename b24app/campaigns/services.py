@@ -47,6 +47,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.paginator import Page, Paginator
 from django.db import transaction
 from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q, Value
 from django.utils import timezone, translation
@@ -718,7 +719,8 @@ class Summary:
     limited: int
     inactive: int
     not_found: int
-    skipped: list[tuple[int, str, str]]  # (user_id, name, reason)
+    skipped: list[tuple[int, str, str]]  # (user_id, name, reason), the first page
+    skipped_total: int = 0
 
 
 def _recipients_annotated(campaign: Campaign, now: datetime) -> Any:
@@ -740,13 +742,59 @@ def _recipients_annotated(campaign: Campaign, now: datetime) -> Any:
     )
 
 
+# Skipped recipients listed per page before the start (the rest are a page away).
+SKIPPED_PAGE = 100
+
+
+def _pending() -> Q:
+    return Q(skip_reason="") & Q(delivery__isnull=True)
+
+
+def _skipped_rows(campaign: Campaign, now: datetime) -> Any:
+    pending = _pending()
+    return (
+        _recipients_annotated(campaign, now)
+        .filter(Q(skip_reason__gt="") | (pending & (Q(is_excluded=True) | Q(is_limited=True))))
+        .order_by("pk")
+        .values("user_id", "name", "last_name", "skip_reason", "is_excluded", "is_limited")
+    )
+
+
+def _skipped_labels(rows: Iterable[dict[str, Any]]) -> list[tuple[int, str, str]]:
+    labels = dict(Recipient.Skip.choices)
+    out = []
+    for row in rows:
+        reason = row["skip_reason"] or (
+            Recipient.Skip.EXCLUDED if row["is_excluded"] else Recipient.Skip.LIMIT
+        )
+        name = f"{row['name']} {row['last_name']}".strip()
+        out.append((row["user_id"], name, str(labels.get(reason, reason))))
+    return out
+
+
+def campaign_skipped(
+    *, campaign: Campaign, page: int | str | None = 1, now: datetime | None = None
+) -> Page[Any]:
+    """One page (SKIPPED_PAGE) of who is skipped before the start, with the reason.
+
+    `object_list` holds (user_id, name, reason) rows; every skipped user is on some page.
+    """
+    paginator = Paginator(_skipped_rows(campaign, now or timezone.now()), SKIPPED_PAGE)
+    found = paginator.get_page(page)
+    found.object_list = _skipped_labels(found.object_list)
+    return found
+
+
 def campaign_summary(
-    *, campaign: Campaign, limit: int = 200, now: datetime | None = None
+    *, campaign: Campaign, limit: int = SKIPPED_PAGE, now: datetime | None = None
 ) -> Summary:
-    """Counts before the start: who receives the message and who is skipped, and why."""
+    """Counts before the start: who receives the message and who is skipped, and why.
+
+    `skipped` holds the first `limit` skipped users; `campaign_skipped` pages through all.
+    """
     now = now or timezone.now()
     qs = _recipients_annotated(campaign, now)
-    pending = Q(skip_reason="") & Q(delivery__isnull=True)
+    pending = _pending()
     counts = qs.aggregate(
         total=Count("pk"),
         inactive=Count("pk", filter=Q(skip_reason=Recipient.Skip.INACTIVE)),
@@ -760,19 +808,7 @@ def campaign_summary(
             | (pending & Q(is_excluded=False) & Q(is_limited=True)),
         ),
     )
-    skipped_rows = (
-        qs.filter(Q(skip_reason__gt="") | (pending & (Q(is_excluded=True) | Q(is_limited=True))))
-        .order_by("pk")
-        .values("user_id", "name", "last_name", "skip_reason", "is_excluded", "is_limited")[:limit]
-    )
-    labels = dict(Recipient.Skip.choices)
-    skipped = []
-    for row in skipped_rows:
-        reason = row["skip_reason"] or (
-            Recipient.Skip.EXCLUDED if row["is_excluded"] else Recipient.Skip.LIMIT
-        )
-        name = f"{row['name']} {row['last_name']}".strip()
-        skipped.append((row["user_id"], name, str(labels.get(reason, reason))))
+    skipped = _skipped_labels(_skipped_rows(campaign, now)[:limit])
     skipped_total = (
         counts["inactive"] + counts["not_found"] + counts["excluded"] + counts["limited"]
     )
@@ -784,6 +820,7 @@ def campaign_summary(
         inactive=counts["inactive"],
         not_found=counts["not_found"],
         skipped=skipped,
+        skipped_total=skipped_total,
     )
 
 

@@ -15,6 +15,7 @@ urlpatterns = [
     path("<id:pk>/", views.campaign_detail, name="detail"),
     path("<id:pk>/state/", views.campaign_state, name="state"),
     path("<id:pk>/preview/", views.campaign_preview, name="preview"),
+    path("<id:pk>/skipped/", views.campaign_skipped, name="skipped"),
     path("<id:pk>/action/", views.campaign_action, name="action"),
     path("<id:pk>/report/", views.campaign_report, name="report"),
     path("<id:pk>/recipients/", views.campaign_recipients, name="recipients"),

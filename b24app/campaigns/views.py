@@ -85,7 +85,7 @@ def campaign_list(request: FrameRequest) -> HttpResponse:
     campaigns = list(
         Campaign.objects.filter(portal=request.frame.portal).select_related("line")[:200]
     )
-    counts = services.campaigns_counts(campaign_ids=[c.pk for c in campaigns])
+    counts = services.campaigns_counts(campaigns=campaigns)
     rows = [(c, counts[c.pk]) for c in campaigns]
     return _page(request, "campaigns/list.html", {"rows": rows})
 
@@ -135,7 +135,10 @@ def _detail(request: FrameRequest, campaign: Campaign, **extra: Any) -> HttpResp
 def _detail_context(campaign: Campaign, **extra: Any) -> dict[str, Any]:
     context: dict[str, Any] = {"campaign": campaign, **extra}
     if campaign.status in (Campaign.Status.READY, Campaign.Status.DRAFT):
-        context["summary"] = services.campaign_summary(campaign=campaign)
+        summary = services.campaign_summary(campaign=campaign, limit=0)
+        context["summary"] = summary
+        if summary.skipped_total:
+            context["skipped_page"] = services.campaign_skipped(campaign=campaign)
     elif campaign.status != Campaign.Status.RESOLVING:
         progress = services.campaign_progress(campaign=campaign)
         context["progress"] = progress
@@ -173,6 +176,16 @@ def campaign_state(request: FrameRequest, pk: int) -> HttpResponse:
     """The polled part of the detail page (htmx every 2 s while the campaign moves)."""
     campaign = _campaign(request, pk)
     return _partial(request, "campaigns/detail.html#state", _detail_context(campaign))
+
+
+@campaign_page
+@require_GET
+def campaign_skipped(request: FrameRequest, pk: int) -> HttpResponse:
+    """One page of who is skipped before the start, and why (every skipped user is listed)."""
+    campaign = _campaign(request, pk)
+    page = services.campaign_skipped(campaign=campaign, page=request.GET.get("page"))
+    context = {"campaign": campaign, "skipped_page": page}
+    return _partial(request, "campaigns/detail.html#skipped", context)
 
 
 @campaign_page
@@ -231,20 +244,17 @@ def campaign_action(request: FrameRequest, pk: int) -> HttpResponse:
 
 
 def _report_context(request: FrameRequest, campaign: Campaign) -> dict[str, Any]:
-    states = [(s, services.state_label(s)) for s in services.REPORT_STATES]
+    states = [(s, services.state_label(s)) for s in services.report_states(campaign.status)]
     form = forms.ReportFilterForm(request.GET or None, states=states)
     state = form.cleaned_data.get("state", "") if form.is_valid() else ""
     page_number = (form.cleaned_data.get("page") if form.is_valid() else None) or 1
     paginator = Paginator(services.report_rows(campaign=campaign, state=state), REPORT_PAGE)
     page = paginator.get_page(page_number)
-    rows = [
-        (
-            recipient,
-            services.recipient_state(recipient, campaign),
-            recipient.get_skip_reason_display(),
-        )
-        for recipient in page.object_list
-    ]
+    rows = []
+    for recipient in page.object_list:
+        current = services.recipient_state(recipient, campaign)
+        label = services.state_label(current)
+        rows.append((recipient, current, label, recipient.get_skip_reason_display()))
     counts = services.campaign_counts(campaign=campaign)
     return {
         "campaign": campaign,
@@ -325,7 +335,7 @@ def campaign_export(request: FrameRequest, pk: int) -> HttpResponse:
     campaign = _campaign(request, pk)
     state = request.POST.get("state", "")
     token = services.download_issue(
-        campaign=campaign, state=state if state in services.REPORT_STATES else ""
+        campaign=campaign, state=state if state in services.report_states(campaign.status) else ""
     )
     return HttpResponseClientRedirect(reverse("campaigns:download", args=[token]))
 

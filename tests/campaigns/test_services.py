@@ -848,3 +848,37 @@ def test_campaign_settings_and_exclusion_changes_are_recorded_in_the_audit_log(p
     assert changed["before"]["allowed_user_ids"] == []
     assert entries[1][3] == {"count": 2, "user_ids": [9, 10], "note": "asked"}
     assert entries[2][3] == {"count": 1, "user_ids": [10]}
+
+
+def test_resuming_a_paused_scheduled_campaign_waits_for_its_start(
+    messenger: Messenger, portal: Portal, make_campaign: MakeCampaign
+):
+    messenger.add_users(2)
+    at = timezone.now() + timedelta(hours=1)
+    campaign = services.campaign_start(campaign=make_campaign([1, 2]), at=at)
+    services.campaign_pause(campaign=campaign)
+
+    services.campaign_resume(campaign=campaign)
+
+    assert campaign.status == Campaign.Status.SCHEDULED and campaign.scheduled_at == at
+    assert campaign.started_at is None
+    drain(portal)
+    assert messenger.inbox == []
+    services.campaigns_recover(now=at + timedelta(seconds=1))
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.RUNNING
+
+
+def test_resuming_a_scheduled_campaign_after_its_start_time_runs_it(
+    messenger: Messenger, portal: Portal, make_campaign: MakeCampaign
+):
+    messenger.add_users(2)
+    at = timezone.now() + timedelta(hours=1)
+    campaign = services.campaign_start(campaign=make_campaign([1, 2]), at=at)
+    services.campaign_pause(campaign=campaign)
+    Campaign.objects.filter(pk=campaign.pk).update(scheduled_at=timezone.now() - timedelta(1))
+    campaign.refresh_from_db()
+
+    services.campaign_resume(campaign=campaign)
+
+    assert campaign.status == Campaign.Status.RUNNING and campaign.started_at is not None

@@ -353,3 +353,98 @@ def test_a_request_over_two_megabytes_is_refused_with_413_and_a_clear_message(
     assert response.status_code == 413
     assert "too large" in response.content.decode() and "2000 KB" in response.content.decode()
     assert not Campaign.objects.exists()
+
+
+def test_report_says_who_marked_a_message_as_delivered(
+    client: Client, portal: Portal, make_campaign: MakeCampaign
+):
+    campaign = make_campaign([1, 2])
+    _finish(campaign, {1: "unknown", 2: "unknown"})
+    Delivery.objects.filter(campaign_recipient__user_id=2).update(
+        status="sent", error_code="USER_MESSAGE_LIMIT"
+    )
+    marked = Recipient.objects.get(campaign=campaign, user_id=1)
+
+    client.post(
+        f"/app/campaigns/{campaign.pk}/recipients/",
+        {"action": "mark", "recipients": [marked.pk]},
+        **headers(portal, user_id=5, user_name="Anna Admin"),
+    )
+    body = client.get(f"/app/campaigns/{campaign.pk}/report/", **headers(portal)).content.decode()
+
+    assert body.count("Marked as delivered by Anna Admin (user 5).") == 1
+    assert body.count("Delivered by the first attempt") == 1  # only user 2's proven resend
+
+
+def test_cancelled_campaign_shows_unsent_recipients_as_not_sent_without_an_eta(
+    client: Client, portal: Portal, make_campaign: MakeCampaign, messenger: Messenger
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    campaign = make_campaign([1, 2, 3, 4])
+    _finish(campaign, {1: "sent", 2: "queued"})  # 2 went back to the queue; 3, 4 never tried
+    Campaign.objects.filter(pk=campaign.pk).update(
+        status=Campaign.Status.RUNNING, started_at=timezone.now() - timedelta(seconds=10)
+    )
+    campaign.refresh_from_db()
+    services.campaign_cancel(campaign=campaign)
+
+    progress = services.campaign_progress(campaign=campaign)
+    detail = client.get(f"/app/campaigns/{campaign.pk}/", **headers(portal)).content.decode()
+    report = client.get(f"/app/campaigns/{campaign.pk}/report/", **headers(portal)).content.decode()
+    not_sent = client.get(
+        f"/app/campaigns/{campaign.pk}/report/?state=not_sent", **headers(portal)
+    ).content.decode()
+
+    assert progress.counts["not_sent"] == 3 and "queued" not in progress.counts
+    assert progress.eta_s is None and progress.done == 1
+    assert 'data-state="not_sent"' in detail and 'data-state="queued"' not in detail
+    assert "s left" not in detail
+    assert report.count('data-state="not_sent"') == 3 and 'data-state="queued"' not in report
+    assert ">queued<" not in report
+    assert not_sent.count('data-state="not_sent"') == 3
+    rows = list(services.report_csv_rows(campaign=campaign))
+    assert [row[3] for row in rows[1:]] == ["sent", "not_sent", "not_sent", "not_sent"]
+
+
+def test_resend_is_refused_and_not_offered_on_a_cancelled_campaign(
+    client: Client, portal: Portal, make_campaign: MakeCampaign
+):
+    campaign = make_campaign([1, 2])
+    _finish(campaign, {1: "unknown", 2: "sent"})
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.CANCELLED)
+    unknown = Recipient.objects.get(campaign=campaign, user_id=1)
+
+    report = client.get(f"/app/campaigns/{campaign.pk}/report/", **headers(portal)).content.decode()
+    response = client.post(
+        f"/app/campaigns/{campaign.pk}/recipients/",
+        {"action": "resend", "recipients": [unknown.pk]},
+        **headers(portal),
+    )
+
+    assert 'value="resend"' not in report and 'value="mark"' in report
+    assert "was cancelled" in response.content.decode()
+    unknown.refresh_from_db()
+    assert not unknown.due
+    campaign.refresh_from_db()
+    assert campaign.status == Campaign.Status.CANCELLED
+
+
+def test_every_skipped_user_is_listed_before_the_start_page_by_page(
+    client: Client, portal: Portal, make_campaign: MakeCampaign
+):
+    ids = list(range(1, 251))
+    campaign = make_campaign(ids)
+    services.exclusion_add(portal=portal, user_ids=ids)
+
+    detail = client.get(f"/app/campaigns/{campaign.pk}/", **headers(portal)).content.decode()
+    last = client.get(
+        f"/app/campaigns/{campaign.pk}/skipped/?page=3", **headers(portal)
+    ).content.decode()
+
+    assert detail.count("data-skipped=") == 100 and "page 1 of 3" in detail
+    assert f"/app/campaigns/{campaign.pk}/skipped/?page=2" in detail
+    assert last.count("data-skipped=") == 50 and 'data-skipped="250"' in last
+    assert "<html" not in last
