@@ -432,6 +432,32 @@ def line_join(*, portal: Portal, code: str, name: str = "") -> Line:
     return line
 
 
+def messaging_on_uninstall(*, portal: Portal, clean: bool) -> None:
+    """Erase the portal's personal data in messaging; with `clean`, delete all of its data.
+
+    Always: every delivery loses its recipient's name and its content (MESSAGE, ATTACH and
+    KEYBOARD may name or picture the recipient: a campaign's personalised text, an ATTACH USER
+    block with a name and an avatar, a greeting typed by hand), and drafts, each one user's
+    unsent form with a recipient picked, are deleted. What is kept names people only by Bitrix24
+    user id: the outcomes, and the weekly ledger, which a reinstall needs because the server's
+    own limit outlives the uninstall (spec §5.7); templates and lines are the portal's settings.
+
+    With `clean`: templates, deliveries, drafts, lines and the ledger are all deleted. This runs
+    inside the uninstall transaction after the campaigns receiver (portals.signals), so no
+    campaign still protects a line.
+    """
+    Draft.objects.filter(portal=portal).delete()
+    if clean:
+        Template.objects.filter(portal=portal).delete()
+        Delivery.objects.filter(portal=portal).delete()  # before lines: Delivery.line PROTECTs
+        LimitEntry.objects.filter(portal=portal).delete()
+        Line.objects.filter(portal=portal).delete()
+        return
+    Delivery.objects.filter(portal=portal).update(
+        recipient_name="", message="", attach=None, keyboard=None
+    )
+
+
 # --- Composer support: the ledger as shown before sending, drafts, templates, history ---------
 
 

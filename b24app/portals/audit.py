@@ -33,3 +33,8 @@ def audit_record(
 def audit_erase_people(*, portal: Portal) -> None:
     """Drop personal data from the portal's audit entries (names), keeping the facts."""
     AuditEntry.objects.filter(portal=portal).exclude(actor_name="").update(actor_name="")
+
+
+def audit_delete(*, portal: Portal) -> None:
+    """Delete the portal's audit log (a clean uninstall: the admin asked for the data to go)."""
+    AuditEntry.objects.filter(portal=portal).delete()

@@ -27,7 +27,7 @@ from django.utils.translation import gettext as _
 from b24app.bitrix import client, errors, oauth, pacing
 from b24app.bitrix.replies import Profile, TokenSet
 from b24app.portals import hosts, pacer
-from b24app.portals.audit import audit_erase_people, audit_record
+from b24app.portals.audit import audit_delete, audit_erase_people, audit_record
 from b24app.portals.frame import FrameContext
 from b24app.portals.models import PacerState, Portal, ProcessedEvent
 from b24app.portals.signals import portal_uninstalled
@@ -343,10 +343,16 @@ def portal_event_receive(
 
 
 def portal_uninstall(*, portal: Portal, clean: bool) -> None:
-    """Mark the portal uninstalled, erase its tokens and users' personal data.
+    """Mark the portal uninstalled; erase its tokens and users' personal data, whatever `clean`.
 
-    With `clean` (the admin ticked "delete data") receivers also delete templates, campaigns
-    and logs. The application_token digest stays, so a repeated event is still recognised.
+    Always: the tokens, the installer's name and the names in the audit log go here, and the
+    `portal_uninstalled` receivers of the other apps erase theirs (messaging: recipients' names,
+    delivered message contents and drafts; campaigns: recipients' names) and stop the portal's
+    work. With `clean` (the admin ticked "delete application settings and data", spec §1.4)
+    the receivers also delete templates, deliveries, lines, the weekly ledger and campaigns, and
+    the audit log is deleted here. The portal row and its application_token digest stay, so a
+    repeated event is still recognised, and the ledger of processed events stays for the same
+    reason. Everything happens in one transaction: it all happens or none of it does.
     """
     with transaction.atomic():
         portal.status = Portal.Status.UNINSTALLED
@@ -357,11 +363,18 @@ def portal_uninstall(*, portal: Portal, clean: bool) -> None:
         portal.installer_name = ""
         portal.uninstalled_at = timezone.now()
         portal.save()
-        audit_erase_people(portal=portal)
-        audit_record(
-            portal=portal, action="portal.uninstall", target=portal.domain, details={"clean": clean}
-        )
         portal_uninstalled.send(sender=Portal, portal=portal, clean=clean)
+        if clean:
+            audit_delete(portal=portal)
+            log.info("portal %s uninstalled; its data was deleted", portal.pk)
+        else:
+            audit_erase_people(portal=portal)
+            audit_record(
+                portal=portal,
+                action="portal.uninstall",
+                target=portal.domain,
+                details={"clean": False},
+            )
 
 
 # --- Iframe entry ---------------------------------------------------------------------------------

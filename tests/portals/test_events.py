@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from b24app.portals.models import Portal
+from b24app.portals.audit import audit_record
+from b24app.portals.models import AuditEntry, Portal
 from b24app.portals.services import _hash_secret
 from tests.fakes import OAUTH, FakeBitrix
 from tests.portals.conftest import DOMAIN, MEMBER_ID
@@ -77,6 +78,29 @@ def test_uninstall_with_a_wrong_secret_is_refused_and_changes_nothing(
 
 def test_uninstall_for_an_unknown_portal_is_refused(client: Client, db: Any):
     assert client.post("/b24/events/", event_form("ONAPPUNINSTALL")).status_code == 403
+
+
+def test_clean_uninstall_deletes_the_portals_audit_log(client: Client, installed: Portal):
+    audit_record(portal=installed, action="settings.portal", actor_user_id=1, actor_name="Anna")
+
+    response = client.post("/b24/events/", event_form("ONAPPUNINSTALL", data={"CLEAN": "1"}))
+
+    assert response.json() == {"result": "uninstalled"}
+    assert not AuditEntry.objects.exists()
+    assert Portal.objects.get().status == Portal.Status.UNINSTALLED
+
+
+def test_uninstall_without_the_clean_flag_keeps_the_audit_log_without_names(
+    client: Client, installed: Portal
+):
+    audit_record(portal=installed, action="settings.portal", actor_user_id=1, actor_name="Anna")
+
+    client.post("/b24/events/", event_form("ONAPPUNINSTALL", data={"CLEAN": "0"}))
+
+    entries = AuditEntry.objects.order_by("created_at", "pk")
+    assert [e.action for e in entries] == ["settings.portal", "portal.uninstall"]
+    assert {e.actor_name for e in entries} == {""}
+    assert entries[0].actor_user_id == 1
 
 
 def test_the_same_uninstall_delivered_twice_changes_nothing_the_second_time(
