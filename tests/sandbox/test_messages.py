@@ -8,6 +8,9 @@ from datetime import datetime
 import pytest
 import requests
 
+from b24app.sandbox.state import LINE_CODE
+from tests.plugins.sandbox import SANDBOX_TEST_USERS
+
 pytestmark = pytest.mark.sandbox
 
 SEND = "imopenlines.network.message.add"
@@ -116,6 +119,75 @@ def test_inactive_user_is_wrong_request_and_uses_no_quota(sandbox):
     sandbox.join()
     assert _send(sandbox, user_id=6).json()["error"] == "WRONG_REQUEST"
     assert sandbox.deliveries() == []
+
+
+# Hand-written WRONG_REQUEST vectors. Spec §5.3 #12: "message creation failed (e.g. user does
+# not exist/inactive, bot cannot write) | WRONG_REQUEST | Message isn't added", HTTP 400, checked
+# after every other rule. Each vector is a JSON body (the line joined first) and names its line.
+_VALID_ATTACH = [{"MESSAGE": "Release [b]2.4[/b]"}]
+_VALID_KEYBOARD = {"BUTTONS": [{"TEXT": "Open", "LINK": "https://example.com"}]}
+WRONG_REQUEST_VECTORS = [
+    # §5.2 USER_ID "cast to int" ... "an unknown user ends in WRONG_REQUEST"
+    pytest.param({"USER_ID": "99999"}, False, id="unknown-user-numeric-string"),
+    # §5.3 #6 refuses only when "(int)USER_ID is 0": a negative id passes it, and no user has it
+    pytest.param({"USER_ID": -3}, False, id="negative-user-id"),
+    # §5.2 "Existence of the user is not checked up front": one past the test directory's users
+    pytest.param({"USER_ID": SANDBOX_TEST_USERS + 1}, False, id="first-id-past-the-directory"),
+    # §5.3 #12 after #9-#11: a valid ATTACH and KEYBOARD do not make an inactive user (6) valid
+    pytest.param(
+        {"USER_ID": 6, "ATTACH": _VALID_ATTACH, "KEYBOARD": _VALID_KEYBOARD},
+        False,
+        id="inactive-user-with-attach-and-keyboard",
+    ),
+    # §5.2 "Keys are case-insensitive (upper-cased by the server)"
+    pytest.param(
+        {"code": LINE_CODE, "user_id": 99999, "message": "Hello"}, False, id="lower-case-keys"
+    ),
+    # §5.7 the NFR exemption lifts the weekly limit only; #12 still applies
+    pytest.param({"USER_ID": 99999}, True, id="unknown-user-on-an-nfr-portal"),
+]
+
+
+@pytest.mark.parametrize(("params", "nfr"), WRONG_REQUEST_VECTORS)
+def test_wrong_request_vectors(sandbox, params, nfr):
+    sandbox.join()
+    sandbox.control(portal=1, nfr=nfr)
+    body = params if "code" in params else {"CODE": LINE_CODE, "MESSAGE": "Hello", **params}
+
+    response = sandbox.call(SEND, json=body)
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "WRONG_REQUEST", "error_description": "Message isn't added"}
+    assert sandbox.deliveries() == []
+
+
+# §5.3 "The checks run in this order and stop at the first failure": an unknown recipient (#12)
+# is reported only when every earlier check passed.
+EARLIER_THAN_WRONG_REQUEST = [
+    # §5.3 #2 "CODE missing or length ≠ 32"
+    pytest.param({"CODE": "short"}, "CODE", id="code-before-wrong-request"),
+    # §5.3 #8 "trimmed MESSAGE empty"
+    pytest.param({"MESSAGE": "   "}, "MESSAGE_EMPTY", id="message-empty-before-wrong-request"),
+    # §5.3 #10 "ATTACH truthy but unparsable / no valid block"
+    pytest.param({"ATTACH": [{"MESSAGE": " "}]}, "ATTACH_ERROR", id="attach-before-wrong-request"),
+    # §5.3 #11 and §5.6 "a KEYBOARD sent as a string is not JSON-decoded"
+    pytest.param(
+        {"KEYBOARD": json.dumps(_VALID_KEYBOARD)},
+        "KEYBOARD_ERROR",
+        id="keyboard-before-wrong-request",
+    ),
+]
+
+
+@pytest.mark.parametrize(("params", "code"), EARLIER_THAN_WRONG_REQUEST)
+def test_earlier_checks_win_over_an_unknown_recipient(sandbox, params, code):
+    sandbox.join()
+    body = {"CODE": LINE_CODE, "USER_ID": 99999, "MESSAGE": "Hello", **params}
+
+    response = sandbox.call(SEND, json=body)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == code
 
 
 def test_weekly_limit_refuses_until_exactly_seven_days_later(sandbox):

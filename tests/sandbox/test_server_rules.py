@@ -1052,6 +1052,54 @@ BUTTON_VECTORS = [
     # spec §5.6 "If no button survives": a line break is kept, so the source accepts this
     pytest.param([{"TYPE": "NEWLINE"}], None, [{"TYPE": "NEWLINE"}], id="newline-only"),
     pytest.param([{"TYPE": "newline"}], None, None, id="newline-lower-case"),
+    # spec §5.6 TYPE "NEWLINE → row separator": a separator is kept wherever it stands
+    pytest.param(
+        [{"TYPE": "NEWLINE"}, {"TEXT": "a", "LINK": "/a"}],
+        None,
+        [{"TYPE": "NEWLINE"}, button(TEXT="a", LINK="/a")],
+        id="newline-first",
+    ),
+    pytest.param(
+        [{"TEXT": "a", "LINK": "/a"}, {"TYPE": "NEWLINE"}],
+        None,
+        [button(TEXT="a", LINK="/a"), {"TYPE": "NEWLINE"}],
+        id="newline-last",
+    ),
+    pytest.param(
+        [{"TEXT": "a", "LINK": "/a"}, {"TYPE": "NEWLINE"}, {"TYPE": "NEWLINE"}],
+        None,
+        [button(TEXT="a", LINK="/a"), {"TYPE": "NEWLINE"}, {"TYPE": "NEWLINE"}],
+        id="newline-twice",
+    ),
+    # spec §5.6 accepted shapes: the full form `{"BUTTONS": [ … ]}` holds separators too
+    pytest.param(
+        {"BUTTONS": [{"TEXT": "a", "LINK": "/a"}, {"TYPE": "NEWLINE"}]},
+        None,
+        [button(TEXT="a", LINK="/a"), {"TYPE": "NEWLINE"}],
+        id="newline-full-form",
+    ),
+    # spec §5.6 TEXT "otherwise the button is dropped": the separator after it stays
+    pytest.param(
+        [{"TEXT": " ", "LINK": "/a"}, {"TYPE": "NEWLINE"}, {"TEXT": "b", "LINK": "/b"}],
+        None,
+        [{"TYPE": "NEWLINE"}, button(TEXT="b", LINK="/b")],
+        id="newline-after-a-dropped-button",
+    ),
+    # spec §5.6 TYPE "({"TYPE": "NEWLINE"}), no other fields needed": BOT_ID is not added
+    pytest.param(
+        [{"TYPE": "NEWLINE"}, {"TEXT": "a", "LINK": "/a"}],
+        5,
+        [{"TYPE": "NEWLINE"}, button(BOT_ID=5, TEXT="a", LINK="/a")],
+        id="newline-with-a-bot-id",
+    ),
+    # spec §5.6 shapes "may also carry `COLORS` defaults" (button fields) and TYPE "no other
+    # fields needed": a separator takes no colour
+    pytest.param(
+        {"BUTTONS": [{"TYPE": "NEWLINE"}], "COLORS": {"BG_COLOR": "#111"}},
+        None,
+        [{"TYPE": "NEWLINE"}],
+        id="newline-no-color-defaults",
+    ),
     pytest.param(
         [{"TYPE": "BUTTON", "TEXT": "Go", "LINK": "/x"}],
         None,
