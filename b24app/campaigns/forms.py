@@ -83,10 +83,18 @@ class CampaignForm(forms.Form):
     window_end = forms.TimeField(
         label=_("until"), required=False, widget=forms.TimeInput({"type": "time"})
     )
-    time_zone = forms.CharField(label=_("Time zone"), max_length=64)
+    time_zone = forms.CharField(
+        label=_("Time zone"),
+        max_length=64,
+        help_text=_("Of the start time and the sending window, e.g. Europe/Moscow."),
+    )
 
-    def __init__(self, *args: Any, portal: Portal, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, portal: Portal, zone_known: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not zone_known:
+            # Neither the settings nor Bitrix24 named a zone: campaigns.js puts the browser's
+            # in (the server's default stays for a browser without script).
+            self.fields["time_zone"].widget.attrs["data-browser-zone"] = "1"
         line_field = self.fields["line"]
         assert isinstance(line_field, forms.ModelChoiceField)
         line_field.queryset = Line.objects.filter(portal=portal)
@@ -211,10 +219,16 @@ class SettingsForm(forms.Form):
     allowed_department_ids = forms.CharField(
         label=_("Departments whose members may run campaigns (IDs)"), required=False
     )
-    time_zone = forms.CharField(label=_("Time zone of sending windows"), max_length=64)
+    time_zone = forms.CharField(
+        label=_("Time zone of sending windows"),
+        max_length=64,
+        required=False,
+        help_text=_("What new campaigns suggest. Empty: the time zone of this Bitrix24."),
+    )
 
     def clean_time_zone(self) -> str:
-        return _valid_zone(self.cleaned_data["time_zone"])
+        name = (self.cleaned_data.get("time_zone") or "").strip()
+        return _valid_zone(name) if name else ""
 
     def clean_allowed_user_ids(self) -> list[int]:
         ids, bad = aud.parse_id_list(self.cleaned_data.get("allowed_user_ids") or "")

@@ -36,7 +36,9 @@ class CampaignSettings(models.Model):
     )
     allowed_user_ids = models.JSONField(default=list, blank=True)
     allowed_department_ids = models.JSONField(default=list, blank=True)
-    time_zone = models.CharField(max_length=64, default="UTC")
+    # The zone new campaigns suggest for their sending window; empty: the Bitrix24's own zone
+    # (services.time_zone_default).
+    time_zone = models.CharField(max_length=64, blank=True, default="")
     single_calls = models.BooleanField(default=False)
     single_calls_since = models.DateTimeField(null=True, blank=True)
     # Unix time of the next free send slot once the pacer makes lanes wait: each waiting lane

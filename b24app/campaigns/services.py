@@ -40,6 +40,7 @@ import random
 import secrets
 import time as _time
 import uuid
+import zoneinfo
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -183,10 +184,50 @@ def _audience_details(audience: aud.Audience) -> dict[str, Any]:
 
 def settings_for(portal: Portal) -> CampaignSettings:
     """The portal's campaign settings (created with defaults on first use)."""
-    found, _created = CampaignSettings.objects.get_or_create(
-        portal=portal, defaults={"time_zone": settings.TIME_ZONE}
-    )
+    found, _created = CampaignSettings.objects.get_or_create(portal=portal)
     return found
+
+
+# How long the zone read from `profile` is kept (a portal's zone rarely changes; an answer that
+# failed is asked again sooner).
+TIME_ZONE_TTL = 3600
+TIME_ZONE_RETRY_TTL = 300
+
+
+def _known_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def portal_time_zone(*, portal: Portal) -> str:
+    """The Bitrix24's time zone as `profile` tells it to the app's token ("" when unknown).
+
+    `profile.TIME_ZONE` is the zone of the user the app's token belongs to (the administrator
+    who installed or last reconnected it), empty when that user keeps the portal's default.
+    One REST call per portal and hour at most.
+    """
+    key = f"campaigns:time-zone:{portal.pk}"
+    cached = cache.get(key)
+    if cached is not None:
+        return str(cached)
+    try:
+        profile = portal_call(portal, client.profile)
+    except (errors.BitrixError, PortalError) as exc:
+        log.info("portal %s: no time zone from profile (%s)", portal.pk, type(exc).__name__)
+        cache.set(key, "", TIME_ZONE_RETRY_TTL)
+        return ""
+    zone = profile.time_zone if _known_zone(profile.time_zone) else ""
+    cache.set(key, zone, TIME_ZONE_TTL)
+    return zone
+
+
+def time_zone_default(*, portal: Portal) -> str:
+    """The zone a new campaign suggests: the administrator's setting, else the Bitrix24's own
+    (`profile`), else "" (the form then takes the browser's)."""
+    return settings_for(portal).time_zone or portal_time_zone(portal=portal)
 
 
 def settings_update(
@@ -379,7 +420,7 @@ def campaign_create(
     _check_snapshot(
         line=line, message=message, attach=attach, keyboard=keyboard, url_preview=url_preview
     )
-    tz = time_zone or settings_for(portal).time_zone
+    tz = time_zone or settings_for(portal).time_zone or settings.TIME_ZONE
     with transaction.atomic():
         campaign = Campaign.objects.create(
             portal=portal,

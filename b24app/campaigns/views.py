@@ -12,6 +12,7 @@ import csv
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
@@ -123,8 +124,9 @@ def campaign_new(request: FrameRequest) -> HttpResponse:
             else:
                 return _detail(request, campaign, created=True)
     else:
-        initial = {"time_zone": services.settings_for(portal).time_zone, "url_preview": True}
-        form = forms.CampaignForm(initial=initial, portal=portal)
+        zone = services.time_zone_default(portal=portal)
+        initial = {"time_zone": zone or settings.TIME_ZONE, "url_preview": True}
+        form = forms.CampaignForm(initial=initial, portal=portal, zone_known=bool(zone))
     return _page(request, "campaigns/new.html", {"form": form})
 
 
@@ -429,6 +431,10 @@ def _settings(request: FrameRequest) -> HttpResponse:
                 ) % {"n": count}
             exclusion_form = forms.ExclusionForm()
     exclusions = Exclusion.objects.filter(portal=portal)[:500]
+    # What an empty zone stands for (one cached `profile` call per portal and hour).
+    settings_form.fields["time_zone"].widget.attrs["placeholder"] = services.portal_time_zone(
+        portal=portal
+    )
     return _page(
         request,
         "campaigns/settings.html",

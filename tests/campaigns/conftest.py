@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 import pytest
 import responses
+from django.core.cache import cache
 from django.utils import timezone
 
 from b24app.campaigns import audience as aud
@@ -68,6 +69,7 @@ class Messenger:
     fake: FakeBitrix
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     departments: dict[int, int | None] = field(default_factory=dict)
+    department_names: dict[int, str] = field(default_factory=dict)
     ledger: dict[int, float] = field(default_factory=dict)
     inbox: list[dict[str, Any]] = field(default_factory=list)
     nfr: bool = False
@@ -99,6 +101,14 @@ class Messenger:
             row.update(fields)
             self.users[uid] = row
         return ids
+
+    def set_time_zone(self, zone: str) -> None:
+        """`profile.TIME_ZONE` of the app's token ("" when its user keeps the portal default)."""
+        self.fake.portals[MEMBER_ID].users[1]["TIME_ZONE"] = zone
+
+    @property
+    def profile_calls(self) -> int:
+        return sum(1 for method, _body in self.fake.calls if method == "profile")
 
     @property
     def sent_users(self) -> list[int]:
@@ -164,7 +174,11 @@ class Messenger:
         self, params: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], int, int | None]:
         rows = [
-            {"ID": str(d), "NAME": f"D{d}", **({"PARENT": str(p)} if p else {})}
+            {
+                "ID": str(d),
+                "NAME": self.department_names.get(d, f"D{d}"),
+                **({"PARENT": str(p)} if p else {}),
+            }
             for d, p in sorted(self.departments.items())
         ]
         start = int(params.get("start") or 0)
@@ -265,6 +279,7 @@ def _app_settings(settings: Any) -> None:
     settings.B24_PORTAL_HOSTS = ["*.bitrix24.*"]
     settings.B24_PACER_REDIS_URL = ""
     settings.B24_REQUEST_TIMEOUT = 5.0
+    cache.clear()  # portal ids repeat between tests; cached answers (time zone) must not
 
 
 @pytest.fixture

@@ -882,3 +882,16 @@ def test_resuming_a_scheduled_campaign_after_its_start_time_runs_it(
     services.campaign_resume(campaign=campaign)
 
     assert campaign.status == Campaign.Status.RUNNING and campaign.started_at is not None
+
+
+def test_portal_time_zone_comes_from_profile_and_ignores_unknown_names(
+    messenger: Messenger, portal: Portal
+):
+    from django.core.cache import cache
+
+    messenger.set_time_zone("Europe/Kaliningrad")
+    assert services.portal_time_zone(portal=portal) == "Europe/Kaliningrad"
+    cache.clear()
+    messenger.set_time_zone("Mars/Olympus")
+    assert services.portal_time_zone(portal=portal) == ""
+    assert services.time_zone_default(portal=portal) == ""

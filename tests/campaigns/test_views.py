@@ -448,3 +448,56 @@ def test_every_skipped_user_is_listed_before_the_start_page_by_page(
     assert f"/app/campaigns/{campaign.pk}/skipped/?page=2" in detail
     assert last.count("data-skipped=") == 50 and 'data-skipped="250"' in last
     assert "<html" not in last
+
+
+def test_new_campaign_suggests_the_time_zone_of_the_bitrix24(
+    client: Client, portal: Portal, line: Line, messenger: Messenger
+):
+    messenger.set_time_zone("Asia/Yekaterinburg")
+
+    first = client.get("/app/campaigns/new/", **headers(portal)).content.decode()
+    again = client.get("/app/campaigns/new/", **headers(portal)).content.decode()
+
+    assert 'value="Asia/Yekaterinburg"' in first and 'value="Asia/Yekaterinburg"' in again
+    assert "data-browser-zone" not in first
+    assert messenger.profile_calls == 1  # cached per portal
+
+
+def test_the_administrators_time_zone_setting_wins_over_the_bitrix24s(
+    client: Client, portal: Portal, line: Line, messenger: Messenger
+):
+    messenger.set_time_zone("Asia/Yekaterinburg")
+    services.settings_update(
+        portal=portal, allowed_user_ids=[], allowed_department_ids=[], time_zone="Europe/Berlin"
+    )
+
+    body = client.get("/app/campaigns/new/", **headers(portal)).content.decode()
+
+    assert 'value="Europe/Berlin"' in body and messenger.profile_calls == 0
+
+
+def test_without_a_known_time_zone_the_form_takes_the_browsers(
+    client: Client, portal: Portal, line: Line, messenger: Messenger
+):
+    messenger.set_time_zone("")  # the token's user keeps the portal default: Bitrix24 names none
+
+    body = client.get("/app/campaigns/new/", **headers(portal, htmx=False)).content.decode()
+
+    assert 'data-browser-zone="1"' in body and 'value="UTC"' in body
+    assert "js/campaigns.js" in body
+
+
+def test_an_empty_time_zone_setting_means_the_bitrix24s_own(
+    client: Client, portal: Portal, messenger: Messenger
+):
+    messenger.set_time_zone("Europe/Samara")
+
+    client.post(
+        "/app/campaigns/settings/",
+        {"form": "settings", "allowed_user_ids": "", "time_zone": ""},
+        **headers(portal),
+    )
+    page = client.get("/app/campaigns/settings/", **headers(portal)).content.decode()
+
+    assert services.settings_for(portal).time_zone == ""
+    assert 'placeholder="Europe/Samara"' in page

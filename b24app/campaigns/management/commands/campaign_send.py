@@ -79,6 +79,7 @@ class Command(BaseCommand):
                 attach=_json_file(options["attach_json"], "--attach-json"),
                 keyboard=_json_file(options["keyboard_json"], "--keyboard-json"),
                 author_name="campaign_send",
+                time_zone=services.time_zone_default(portal=portal),
                 autostart=True,
             )
         except services.CampaignError as exc:
