@@ -5,6 +5,8 @@
 - Tests marked `sandbox`, `worker`, `postgres`, `redis`, `rabbitmq` or `browser` need a real
   service and skip when it is missing; `B24_REQUIRE=postgres,redis,...` (set by CI) turns
   such a skip into a failure, so a missing service can never pass green.
+- Tests marked `gettext` need a system tool rather than a service (GNU gettext's xgettext,
+  which Django's makemessages runs); `B24_REQUIRE=...,gettext` makes their skip a failure too.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import pytest
 pytest_plugins = ["tests.plugins.sandbox", "tests.plugins.worker"]
 
 SERVICE_MARKERS = ("sandbox", "worker", "postgres", "redis", "rabbitmq", "browser")
+TOOL_MARKERS = {"gettext": "needs GNU gettext (xgettext, msgmerge: apt-get install gettext)"}
+REQUIRABLE = (*SERVICE_MARKERS, *TOOL_MARKERS)
 REQUIRED = {s.strip() for s in os.environ.get("B24_REQUIRE", "").split(",") if s.strip()}
 
 _real_connect = socket.socket.connect
@@ -65,13 +69,19 @@ def _test_cache_and_rates(settings: Any) -> None:
     settings.B24_PUBLIC_RATE = "100000/m"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The service markers are registered in pyproject.toml; the tool markers here, with them.
+    for name, meaning in TOOL_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {meaning}")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
     if not report.skipped or not REQUIRED:
         return
-    needed = [m for m in SERVICE_MARKERS if m in REQUIRED and item.get_closest_marker(m)]
+    needed = [m for m in REQUIRABLE if m in REQUIRED and item.get_closest_marker(m)]
     if needed:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"

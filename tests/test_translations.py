@@ -3,7 +3,8 @@
 - Every entry of the committed `locale/ru/LC_MESSAGES/django.po` has a translation (each of the
   three Russian plural forms too) and none is fuzzy; the committed `.mo` holds the same catalog.
 - With the gettext tools installed (`apt-get install gettext`), `makemessages` run over the
-  source into a scratch locale directory finds no string the committed `.po` lacks.
+  source into a scratch locale directory finds no string the committed `.po` lacks. Without
+  them that test skips, unless `B24_REQUIRE` names `gettext` (CI does): then the skip fails.
 - Pages follow the language of the frame token (LANG of the entry POST): the composer in Russian
   shows no English, and an entry refusal answers in the LANG Bitrix24 asked for.
 - Every Bitrix24 error code of spec §2.3, §3.3, §5.3 and §5.8 has its own friendly text in both
@@ -15,8 +16,11 @@ After adding or changing strings: `make messages`, translate the new entries, co
 from __future__ import annotations
 
 import gettext
+import os
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,6 +211,9 @@ def test_the_committed_mo_is_compiled_from_the_committed_po():
 GETTEXT_TOOLS = ("xgettext", "msgmerge", "msguniq", "msgattrib")
 
 
+# Extraction stays with xgettext (through makemessages, as `make messages` does) rather than a
+# Python imitation of it: this test must find exactly what the real tool would add to the .po.
+@pytest.mark.gettext
 @pytest.mark.skipif(
     not all(shutil.which(tool) for tool in GETTEXT_TOOLS),
     reason="GNU gettext tools are not installed (apt-get install gettext)",
@@ -240,6 +247,25 @@ def test_every_translatable_string_in_the_source_is_in_the_committed_po(
         "These strings are in the source but not in locale/ru/LC_MESSAGES/django.po; run "
         "`make messages`, translate them and commit the .po and .mo:\n" + "\n".join(missing)
     )
+
+
+def test_without_gettext_the_catalog_check_fails_when_b24_require_names_it(tmp_path: Path):
+    # No service is needed here, only a tool; CI installs it and must never pass on a skip.
+    test = test_every_translatable_string_in_the_source_is_in_the_committed_po.__name__
+    node = f"tests/{Path(__file__).name}::{test}"
+    env = {**os.environ, "PATH": str(tmp_path), "B24_REQUIRE": "gettext"}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", node],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "B24_REQUIRE names gettext but the test skipped" in result.stdout
 
 
 # --- (c) pages follow the frame's language ------------------------------------------------------
