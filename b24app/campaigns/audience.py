@@ -189,6 +189,54 @@ def department_closure(
     return out
 
 
+@dataclass
+class DepartmentNode:
+    """One department of the picker's tree, with the departments right below it."""
+
+    id: int
+    name: str
+    children: list[DepartmentNode] = field(default_factory=list)
+
+
+def department_tree(
+    departments: Iterable[tuple[int, str, int | None, int]],
+) -> list[DepartmentNode]:
+    """Nest `(id, name, parent, sort)` rows by their PARENT links, siblings by SORT then name.
+
+    A department whose parent is not in the list is shown at the top; PARENT links that form a
+    cycle are broken where the walk finds them, so every department appears exactly once.
+    """
+    rows = {dept_id: (name, parent, sort) for dept_id, name, parent, sort in departments}
+    nodes = {
+        dept_id: DepartmentNode(dept_id, name or str(dept_id))
+        for dept_id, (name, *_r) in rows.items()
+    }
+    children: dict[int | None, list[int]] = {}
+    for dept_id, (_name, parent, _sort) in rows.items():
+        key = parent if parent in rows and parent != dept_id else None
+        children.setdefault(key, []).append(dept_id)
+
+    def order(ids: list[int]) -> list[int]:
+        return sorted(ids, key=lambda d: (rows[d][2], rows[d][0].casefold(), d))
+
+    placed: set[int] = set()
+
+    def attach(dept_id: int) -> DepartmentNode:
+        placed.add(dept_id)
+        node = nodes[dept_id]
+        for child in order(children.get(dept_id, [])):
+            if child not in placed:
+                node.children.append(attach(child))
+        return node
+
+    roots = [attach(d) for d in order(children.get(None, []))]
+    # Departments only reachable through a cycle: start from the smallest id of each.
+    for dept_id in sorted(rows):
+        if dept_id not in placed:
+            roots.append(attach(dept_id))
+    return roots
+
+
 def _name_part(value: str) -> str:
     # Square brackets would let a user's own name inject BB codes ([url=…]) into everyone's
     # message; Bitrix has no escape for them, so they are replaced by round ones.

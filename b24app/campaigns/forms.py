@@ -36,6 +36,24 @@ def _json_field(value: str, label: str) -> Any:
         ) from exc
 
 
+class IdListInput(forms.TextInput):
+    """A text input of IDs that also takes the picker's checkboxes of the same name.
+
+    Without script the text is all there is; with the department picker loaded, each ticked
+    department posts its own value under the field's name, and all of them are read together.
+    """
+
+    def value_from_datadict(self, data: Any, files: Any, name: str) -> Any:
+        getlist = getattr(data, "getlist", None)
+        if getlist is None:
+            return super().value_from_datadict(data, files, name)
+        return ", ".join(part.strip() for part in getlist(name) if part.strip())
+
+
+def _ids_field(label: Any, **kwargs: Any) -> forms.CharField:
+    return forms.CharField(label=label, required=False, widget=IdListInput, **kwargs)
+
+
 def _valid_zone(name: str) -> str:
     try:
         zoneinfo.ZoneInfo(name)
@@ -64,8 +82,8 @@ class CampaignForm(forms.Form):
     audience = forms.ChoiceField(
         label=_("Recipients"), choices=AUDIENCE_CHOICES, widget=forms.RadioSelect, initial="users"
     )
-    user_ids = forms.CharField(label=_("User IDs"), required=False, help_text=_("e.g. 1, 7, 12"))
-    department_ids = forms.CharField(label=_("Department IDs"), required=False)
+    user_ids = _ids_field(_("User IDs"), help_text=_("e.g. 1, 7, 12"))
+    department_ids = _ids_field(_("Department IDs"))
     subdepartments = forms.BooleanField(
         label=_("Include sub-departments"), required=False, initial=True
     )
@@ -215,10 +233,8 @@ class RecipientActionForm(forms.Form):
 
 
 class SettingsForm(forms.Form):
-    allowed_user_ids = forms.CharField(label=_("Users who may run campaigns (IDs)"), required=False)
-    allowed_department_ids = forms.CharField(
-        label=_("Departments whose members may run campaigns (IDs)"), required=False
-    )
+    allowed_user_ids = _ids_field(_("Users who may run campaigns (IDs)"))
+    allowed_department_ids = _ids_field(_("Departments whose members may run campaigns (IDs)"))
     time_zone = forms.CharField(
         label=_("Time zone of sending windows"),
         max_length=64,

@@ -283,6 +283,27 @@ def _user_departments(portal: Portal, user_id: int) -> tuple[int, ...]:
     return departments
 
 
+def departments_read(*, portal: Portal) -> list[replies.Department]:
+    """Every department of the portal (`department.get`, 50 per page, later pages through
+    `batch`). Raises BitrixError or PortalError when Bitrix24 does not answer."""
+    first = portal_call(portal, client.department_get, start=0)
+    found = {dept.id: dept for dept in first.items}
+    total = first.total or len(first.items)
+    starts = list(range(client.BATCH_LIMIT, total, client.BATCH_LIMIT))
+    for offset in range(0, len(starts), BATCH_SIZE):
+        chunk = starts[offset : offset + BATCH_SIZE]
+        result = portal_call(
+            portal, client.batch, commands=_page_commands("department.get", {}, chunk)
+        )
+        _raise_sub_errors(result)
+        for value in result.results.values():
+            for item in value if isinstance(value, list) else []:
+                if isinstance(item, dict):
+                    dept = replies.Department.from_json(item)
+                    found[dept.id] = dept
+    return list(found.values())
+
+
 def campaign_allowed(*, portal: Portal, user_id: int, admin: bool) -> bool:
     """Administrators always; others when an administrator allowed them or their department."""
     if admin:

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", views.campaign_list, name="list"),
     path("new/", views.campaign_new, name="new"),
     path("settings/", views.campaign_settings, name="settings"),
+    path("departments/", views.campaign_departments, name="departments"),
     path("status-details/", status.status_details, name="status_details"),
     path("download/<str:token>/", views.campaign_download, name="download"),
     path("<id:pk>/", views.campaign_detail, name="detail"),

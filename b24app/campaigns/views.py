@@ -23,15 +23,23 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from b24app.bitrix import errors
 from b24app.campaigns import audience as aud
 from b24app.campaigns import forms, services
 from b24app.campaigns.models import Campaign, Exclusion, Recipient
 from b24app.messaging import render as chat
 from b24app.messaging.models import Delivery
+from b24app.portals import error_texts
 from b24app.portals.frame import FrameRequest, frame_view
 from b24app.portals.middleware import body_limit
+from b24app.portals.services import PortalError
 
 REPORT_PAGE = 100
+# The fields the department picker fills in, and the form each belongs to (for its label).
+PICKER_FIELDS: dict[str, type[forms.CampaignForm | forms.SettingsForm]] = {
+    "department_ids": forms.CampaignForm,
+    "allowed_department_ids": forms.SettingsForm,
+}
 
 
 def _page(request: FrameRequest, template: str, context: dict[str, Any]) -> HttpResponse:
@@ -178,6 +186,42 @@ def campaign_state(request: FrameRequest, pk: int) -> HttpResponse:
     """The polled part of the detail page (htmx every 2 s while the campaign moves)."""
     campaign = _campaign(request, pk)
     return _partial(request, "campaigns/detail.html#state", _detail_context(campaign))
+
+
+@campaign_page
+@require_GET
+def campaign_departments(request: FrameRequest) -> HttpResponse:
+    """The department picker: the portal's departments (`department.get`) as a tree of
+    checkboxes, in place of the field's ID input (which stays for IDs not in the tree)."""
+    name = request.GET.get("field", "")
+    form_class = PICKER_FIELDS.get(name)
+    if form_class is None:
+        raise Http404("no such picker")
+    if name == "allowed_department_ids" and not request.frame.admin:
+        return _refused(request)
+    chosen, _bad = aud.parse_id_list(", ".join(request.GET.getlist(name)))
+    context: dict[str, Any] = {
+        "name": name,
+        "label": form_class.base_fields[name].label,
+        "selected": set(chosen),
+        "nodes": [],
+        "others": ", ".join(str(i) for i in chosen),
+    }
+    try:
+        # Read once for this request; the tree is not kept, so it is always the current one.
+        departments = services.departments_read(portal=request.frame.portal)
+    except (errors.BitrixError, PortalError) as exc:
+        code = getattr(exc, "code", "")
+        context["error"] = _(
+            "Bitrix24 did not list its departments: %(reason)s Enter department IDs instead."
+        ) % {"reason": error_texts.error_label(code)}
+    else:
+        known = {dept.id for dept in departments}
+        context["nodes"] = aud.department_tree(
+            (dept.id, dept.name, dept.parent, dept.sort) for dept in departments
+        )
+        context["others"] = ", ".join(str(i) for i in chosen if i not in known)
+    return _partial(request, "campaigns/_departments.html", context)
 
 
 @campaign_page

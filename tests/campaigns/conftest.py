@@ -70,6 +70,7 @@ class Messenger:
     users: dict[int, dict[str, Any]] = field(default_factory=dict)
     departments: dict[int, int | None] = field(default_factory=dict)
     department_names: dict[int, str] = field(default_factory=dict)
+    department_error: str = ""
     ledger: dict[int, float] = field(default_factory=dict)
     inbox: list[dict[str, Any]] = field(default_factory=list)
     nfr: bool = False
@@ -173,6 +174,8 @@ class Messenger:
     def department_get(
         self, params: dict[str, Any]
     ) -> tuple[list[dict[str, Any]], int, int | None]:
+        if self.department_error:
+            raise MethodError(self.department_error, status=401)
         rows = [
             {
                 "ID": str(d),

@@ -895,3 +895,22 @@ def test_portal_time_zone_comes_from_profile_and_ignores_unknown_names(
     messenger.set_time_zone("Mars/Olympus")
     assert services.portal_time_zone(portal=portal) == ""
     assert services.time_zone_default(portal=portal) == ""
+
+
+def test_department_tree_nests_by_parent_and_survives_orphans_and_cycles():
+    rows = [
+        (1, "Acme", None, 500),
+        (3, "Sales", 1, 200),
+        (2, "Support", 1, 100),
+        (4, "North", 3, 500),
+        (5, "Lost", 99, 500),  # its parent is not listed
+        (6, "Loop A", 7, 500),
+        (7, "Loop B", 6, 500),
+    ]
+
+    tree = aud.department_tree(rows)
+
+    def walk(nodes: list[aud.DepartmentNode], depth: int = 0) -> list[tuple[int, int]]:
+        return [p for n in nodes for p in [(n.id, depth), *walk(n.children, depth + 1)]]
+
+    assert walk(tree) == [(1, 0), (2, 1), (3, 1), (4, 2), (5, 0), (6, 0), (7, 1)]

@@ -501,3 +501,93 @@ def test_an_empty_time_zone_setting_means_the_bitrix24s_own(
 
     assert services.settings_for(portal).time_zone == ""
     assert 'placeholder="Europe/Samara"' in page
+
+
+def test_department_picker_shows_the_tree_with_sub_departments_ticked_as_typed(
+    client: Client, portal: Portal, messenger: Messenger
+):
+    messenger.departments = {1: None, 2: 1, 3: 2, 4: 1}
+    messenger.departments.update({d: 4 for d in range(10, 80)})  # more than one page of 50
+    messenger.department_names = {1: "Acme", 2: "Sales", 3: "Sales <North>", 4: "Support"}
+
+    body = client.get(
+        "/app/campaigns/departments/?field=department_ids&department_ids=3,+999",
+        **headers(portal),
+    ).content.decode()
+
+    assert 'id="field-department_ids"' in body  # it takes the ID input's place
+    assert 'name="department_ids" value="3" checked' in body
+    assert 'name="department_ids" value="2">' in body and 'value="79"' in body
+    assert "Sales &lt;North&gt;" in body  # names are escaped
+    # Sub-departments sit inside their department's item: Acme > Sales > Sales <North>.
+    acme, sales, north = (body.index(n) for n in ("Acme", "Sales<", "Sales &lt;North"))
+    assert acme < sales < north
+    assert body.count('<ul class="b24-tree-level">') == 4  # top, under Acme, Sales, Support
+    assert 'id="id_department_ids" value="999"' in body  # an ID not in the tree is kept
+    assert messenger.requests == ["department.get", "batch"]
+
+
+def test_department_picker_refused_by_bitrix24_keeps_the_id_input(
+    client: Client, portal: Portal, messenger: Messenger
+):
+    messenger.department_error = "insufficient_scope"
+
+    body = client.get(
+        "/app/campaigns/departments/?field=department_ids&department_ids=7", **headers(portal)
+    ).content.decode()
+
+    assert "did not list its departments" in body and "insufficient_scope" in body
+    assert 'id="id_department_ids" value="7"' in body
+
+
+def test_department_picker_for_campaign_access_is_for_administrators(
+    client: Client, portal: Portal, messenger: Messenger
+):
+    settings_ = services.settings_update(
+        portal=portal, allowed_user_ids=[7], allowed_department_ids=[], time_zone=""
+    )
+    assert settings_.allowed_user_ids == [7]
+    url = "/app/campaigns/departments/?field=allowed_department_ids"
+
+    assert client.get(url, **headers(portal, admin=False, user_id=7)).status_code == 403
+    assert client.get(url, **headers(portal)).status_code == 200
+    assert client.get("/app/campaigns/departments/?field=x", **headers(portal)).status_code == 404
+
+
+def test_ticked_departments_and_typed_ids_are_taken_together(
+    client: Client,
+    portal: Portal,
+    line: Line,
+    django_capture_on_commit_callbacks: Any,
+):
+    form = {
+        "name": "Launch",
+        "line": str(line.pk),
+        "message": "Hi",
+        "audience": "departments",
+        "department_ids": ["5", "2", "7, 8"],  # two ticked boxes and the typed IDs
+        "subdepartments": "on",
+        "time_zone": "UTC",
+    }
+    with django_capture_on_commit_callbacks(execute=False):
+        client.post("/app/campaigns/new/", form, **headers(portal))
+    client.post(
+        "/app/campaigns/settings/",
+        {"form": "settings", "allowed_user_ids": ["4", "6"], "allowed_department_ids": ["3", "9"]},
+        **headers(portal),
+    )
+
+    assert Campaign.objects.get().audience["department_ids"] == [5, 2, 7, 8]
+    current = services.settings_for(portal)
+    assert current.allowed_user_ids == [4, 6] and current.allowed_department_ids == [3, 9]
+
+
+def test_pickers_are_offered_beside_the_id_inputs(client: Client, portal: Portal, line: Line):
+    new = client.get("/app/campaigns/new/", **headers(portal)).content.decode()
+    settings_page = client.get("/app/campaigns/settings/", **headers(portal)).content.decode()
+
+    assert 'data-select-users="id_user_ids" hidden' in new
+    assert "/app/campaigns/departments/?field=department_ids" in new
+    assert 'name="user_ids"' in new and 'name="department_ids"' in new  # the no-script way
+    assert 'data-select-users="id_allowed_user_ids"' in settings_page
+    assert "/app/campaigns/departments/?field=allowed_department_ids" in settings_page
