@@ -1344,6 +1344,82 @@ def _check_item(
         rule.cross_check(item, path, checker)
 
 
+def _refused(message: StrOrPromise) -> _Validator:
+    """A field the policy never accepts, with the reason."""
+
+    def check(value: Any) -> StrOrPromise:
+        return message
+
+    return check
+
+
+_NETWORK_ID_RE = re.compile(r"[A-Za-z][1-9][0-9]{0,17}")
+
+
+def _network_id_value(value: Any) -> StrOrPromise | None:
+    # The server keeps the first character (HTML-escaped) and intval() of the rest (see
+    # `_network_id`): only "a letter, then a number" survives unchanged.
+    if isinstance(value, str) and _NETWORK_ID_RE.fullmatch(value):
+        return None
+    return _(
+        "A NETWORK_ID is one letter followed by a number without leading zeros; "
+        "Bitrix rewrites anything else."
+    )
+
+
+def _plain_html(value: Any) -> StrOrPromise | None:
+    # Older releases run HTML through CBXSanitizer, which rewrites or strips markup, and the
+    # im web client shows the field as text (chat-rendering.md §4.2): tags would not survive.
+    message = _text(value)
+    if message is None and ("<" in value or ">" in value):
+        return _(
+            "Leave out HTML tags: Bitrix rewrites markup in HTML, and the chat shows this "
+            "field as text."
+        )
+    return message
+
+
+# LINK and RICH_LINK: a LINK, or one of these ids with a NAME, in the server's priority order.
+_LINK_ENTITIES = ("NETWORK_ID", "USER_ID", "CHAT_ID")
+# USER: the server keeps exactly one of these, the first present in this order.
+_USER_TARGETS = ("NETWORK_ID", "USER_ID", "CHAT_ID", "BOT_ID", "LINK")
+
+
+def _link_target(item: dict[str, Any], path: str, checker: _Checker) -> None:
+    """LINK / RICH_LINK: a LINK or one entity id with a NAME (spec §5.5)."""
+    entities = [key for key in _LINK_ENTITIES if key in item]
+    if not entities and "LINK" not in item:
+        checker.add(
+            f"{path}.LINK", _("Add a LINK, or a USER_ID, CHAT_ID or NETWORK_ID with a NAME.")
+        )
+    if entities and "NAME" not in item:
+        # Without NAME the server skips the id: the block falls back to LINK or is dropped.
+        checker.add(
+            f"{path}.NAME",
+            _("USER_ID, CHAT_ID and NETWORK_ID need a NAME; Bitrix ignores them without one."),
+        )
+    for key in entities[1:]:
+        checker.add(
+            f"{path}.{key}",
+            _("Bitrix keeps only the first of NETWORK_ID, USER_ID and CHAT_ID; remove the others."),
+        )
+
+
+def _html_alone(item: dict[str, Any], path: str, checker: _Checker) -> None:
+    if "HTML" not in item:
+        return
+    if "DESC" in item:
+        checker.add(f"{path}.DESC", _("Use DESC or HTML, not both: the chat shows only HTML."))
+    # LINK reads PREVIEW only without HTML in every release examined (`_server_link`), and
+    # older releases' RICH_LINK reads PREVIEW and EXTRA_IMAGE only without HTML too.
+    for key in ("PREVIEW", "EXTRA_IMAGE"):
+        if key in item:
+            checker.add(
+                f"{path}.{key}",
+                _("Bitrix drops the preview image when HTML is set; use DESC instead of HTML."),
+            )
+
+
 def _size_needs_preview(item: dict[str, Any], path: str, checker: _Checker) -> None:
     # The server keeps WIDTH/HEIGHT of a LINK block only next to a valid PREVIEW.
     if "PREVIEW" not in item:
@@ -1352,32 +1428,68 @@ def _size_needs_preview(item: dict[str, Any], path: str, checker: _Checker) -> N
                 checker.add(f"{path}.{key}", _("WIDTH and HEIGHT need a PREVIEW image."))
 
 
-def _preview_or_extra(item: dict[str, Any], path: str, checker: _Checker) -> None:
+def _check_link(item: dict[str, Any], path: str, checker: _Checker) -> None:
+    _link_target(item, path, checker)
+    _html_alone(item, path, checker)
+    _size_needs_preview(item, path, checker)
+
+
+def _check_rich_link(item: dict[str, Any], path: str, checker: _Checker) -> None:
+    _link_target(item, path, checker)
+    _html_alone(item, path, checker)
     if "PREVIEW" in item and "EXTRA_IMAGE" in item:
         checker.add(f"{path}.EXTRA_IMAGE", _("Use PREVIEW or EXTRA_IMAGE, not both."))
 
 
-def _user_link_or_id(item: dict[str, Any], path: str, checker: _Checker) -> None:
-    if "USER_ID" in item and "LINK" in item:
-        checker.add(f"{path}.LINK", _("Use LINK or USER_ID, not both."))
+def _user_target(item: dict[str, Any], path: str, checker: _Checker) -> None:
+    targets = [key for key in _USER_TARGETS if key in item]
+    for key in targets[1:]:
+        checker.add(
+            f"{path}.{key}",
+            _(
+                "Bitrix keeps only the first of NETWORK_ID, USER_ID, CHAT_ID, BOT_ID and LINK; "
+                "remove the others."
+            ),
+        )
 
 
 _LINK_RULE = _ItemRule(
     fields={
         "LINK": _url,
+        "USER_ID": _POSITIVE,
+        "CHAT_ID": _POSITIVE,
+        "NETWORK_ID": _network_id_value,
         "NAME": _text,
         "DESC": _text,
+        "HTML": _plain_html,
         "PREVIEW": _url,
         "WIDTH": _POSITIVE,
         "HEIGHT": _POSITIVE,
     },
-    required=("LINK",),
-    cross_check=_size_needs_preview,
+    required=(),
+    cross_check=_check_link,
+)
+# Spec §5.5 gives RICH_LINK the fields of LINK, but no server version keeps a RICH_LINK's
+# WIDTH/HEIGHT (`AddRichLink` copies only PREVIEW or EXTRA_IMAGE; see `_server_rich_link`).
+_RICH_LINK_SIZE = _refused(
+    _("Bitrix keeps WIDTH and HEIGHT only for a LINK preview; a RICH_LINK loses them.")
 )
 _RICH_LINK_RULE = _ItemRule(
-    fields={"LINK": _url, "NAME": _text, "DESC": _text, "PREVIEW": _url, "EXTRA_IMAGE": _url},
-    required=("LINK",),
-    cross_check=_preview_or_extra,
+    fields={
+        "LINK": _url,
+        "USER_ID": _POSITIVE,
+        "CHAT_ID": _POSITIVE,
+        "NETWORK_ID": _network_id_value,
+        "NAME": _text,
+        "DESC": _text,
+        "HTML": _plain_html,
+        "PREVIEW": _url,
+        "EXTRA_IMAGE": _url,
+        "WIDTH": _RICH_LINK_SIZE,
+        "HEIGHT": _RICH_LINK_SIZE,
+    },
+    required=(),
+    cross_check=_check_rich_link,
 )
 _USER_RULE = _ItemRule(
     fields={
@@ -1386,9 +1498,12 @@ _USER_RULE = _ItemRule(
         "AVATAR_TYPE": _choice("USER", "CHAT", "BOT"),
         "LINK": _url,
         "USER_ID": _POSITIVE,
+        "CHAT_ID": _POSITIVE,
+        "BOT_ID": _POSITIVE,
+        "NETWORK_ID": _network_id_value,
     },
     required=("NAME",),
-    cross_check=_user_link_or_id,
+    cross_check=_user_target,
 )
 # NAME and VALUE are both required: the oldest server versions drop an item missing either.
 _GRID_ITEM_RULE = _ItemRule(
@@ -1421,6 +1536,8 @@ _BUTTON_RULE = _ItemRule(
         "LINK": _url,
         "BG_COLOR": _color,
         "TEXT_COLOR": _color,
+        "OFF_BG_COLOR": _color,
+        "OFF_TEXT_COLOR": _color,
         "BG_COLOR_TOKEN": _choice(*_COLOR_TOKENS),
         "DISPLAY": _choice("LINE", "BLOCK"),
         "WIDTH": _POSITIVE,
@@ -1447,8 +1564,16 @@ def _one_or_many_rule(rule: _ItemRule) -> Callable[[Any, str, _Checker], None]:
 
 def _check_message_block(body: Any, path: str, checker: _Checker) -> None:
     if isinstance(body, dict):
-        # Older servers trim() the object itself and drop the block.
-        checker.add(path, _("Send the block text as plain text, not as an object."))
+        # Spec §5.5 lists `{"TEXT": …, "AS_DESCRIPTION": "Y"}`, but older releases of
+        # `CIMMessageParamAttach::AddMessage` trim() the value itself, so the object form is
+        # dropped there (PHP 7) or fails the call (PHP 8). Only the plain string is safe.
+        checker.add(
+            path,
+            _(
+                "Older Bitrix versions drop a MESSAGE block given as an object (TEXT, "
+                "AS_DESCRIPTION); write the text itself as the block's value."
+            ),
+        )
         return
     message = _text(body)
     if message is not None:
@@ -1599,6 +1724,12 @@ _BLOCK_CHECKS: dict[str, Callable[[Any, str, _Checker], None]] = {
 _ATTACH_FIELDS: dict[str, _Validator] = {
     "COLOR": _attach_color,
     "COLOR_TOKEN": _choice(*_COLOR_TOKENS),
+    # Spec §5.5: the server uses the current unix time as the ID, whatever is sent.
+    "ID": _refused(_("Bitrix replaces the ID with its own (the time of sending).")),
+    # Spec §5.5: the parser reads a top-level DESCRIPTION but does not apply it.
+    "DESCRIPTION": _refused(
+        _("Bitrix reads a top-level DESCRIPTION but does not use it, so the text would be lost.")
+    ),
 }
 
 
@@ -1720,6 +1851,16 @@ def _check_buttons(buttons: Any, base: str, checker: _Checker) -> None:
         checker.add(base, _("Add at least one link button; line breaks alone are not a keyboard."))
 
 
+_KEYBOARD_ONLY = _("A keyboard object holds only BUTTONS here.")
+_KEYBOARD_FIELDS: dict[str, StrOrPromise] = {
+    # The server applies COLORS as defaults to each button; the builder keeps colours per
+    # button, so the policy wants them there.
+    "COLORS": _("Give each button its own colours; keyboard-wide COLORS are not kept here."),
+    # Spec §5.6: the method copies the request's top-level BOT_ID over this one.
+    "BOT_ID": _("Bitrix replaces a BOT_ID inside the keyboard with the request's own BOT_ID."),
+}
+
+
 def validate_keyboard(value: Any, bot_id: Any = None) -> list[Problem]:
     """Every problem with a KEYBOARD value; none for a falsy value (no keyboard).
 
@@ -1740,7 +1881,7 @@ def validate_keyboard(value: Any, bot_id: Any = None) -> list[Problem]:
         else:
             for key in data:
                 if key != "BUTTONS":
-                    checker.add(f"KEYBOARD.{key}", _UNKNOWN_FIELD)
+                    checker.add(f"KEYBOARD.{key}", _KEYBOARD_FIELDS.get(key, _KEYBOARD_ONLY))
             _check_buttons(data["BUTTONS"], "KEYBOARD.BUTTONS", checker)
     elif isinstance(data, list):
         _check_buttons(data, "KEYBOARD", checker)
@@ -1874,21 +2015,34 @@ class MessageBlock:
 
 @dataclass(frozen=True)
 class LinkBlock:
-    """`{"LINK": {...}}`: a link with optional description and preview image."""
+    """`{"LINK": {...}}`: a link with optional description and preview image.
 
-    link: str
+    The target is `link` (a URL), or one of `user_id`, `chat_id`, `network_id` (a
+    Bitrix24.Network contact: a letter and a number) together with `name`. `html` is shown
+    instead of `desc` (as text: no tags).
+    """
+
+    link: str | None = None
     name: str | None = None
     desc: str | None = None
     preview: str | None = None
     width: int | None = None
     height: int | None = None
+    html: str | None = None
+    user_id: int | None = None
+    chat_id: int | None = None
+    network_id: str | None = None
 
     def to_bitrix(self) -> dict[str, Any]:
         return {
             "LINK": _compact(
                 ("LINK", self.link),
+                ("USER_ID", self.user_id),
+                ("CHAT_ID", self.chat_id),
+                ("NETWORK_ID", self.network_id),
                 ("NAME", self.name),
                 ("DESC", self.desc),
+                ("HTML", self.html),
                 ("PREVIEW", self.preview),
                 ("WIDTH", self.width),
                 ("HEIGHT", self.height),
@@ -1902,20 +2056,31 @@ class LinkBlock:
 
 @dataclass(frozen=True)
 class RichLinkBlock:
-    """`{"RICH_LINK": {...}}`: a link shown as an expanded preview."""
+    """`{"RICH_LINK": {...}}`: a link shown as an expanded preview.
 
-    link: str
+    Targets as for `LinkBlock`. No WIDTH/HEIGHT: the server keeps those only for LINK.
+    """
+
+    link: str | None = None
     name: str | None = None
     desc: str | None = None
     preview: str | None = None
     extra_image: str | None = None
+    html: str | None = None
+    user_id: int | None = None
+    chat_id: int | None = None
+    network_id: str | None = None
 
     def to_bitrix(self) -> dict[str, Any]:
         return {
             "RICH_LINK": _compact(
                 ("LINK", self.link),
+                ("USER_ID", self.user_id),
+                ("CHAT_ID", self.chat_id),
+                ("NETWORK_ID", self.network_id),
                 ("NAME", self.name),
                 ("DESC", self.desc),
+                ("HTML", self.html),
                 ("PREVIEW", self.preview),
                 ("EXTRA_IMAGE", self.extra_image),
             )
@@ -1928,13 +2093,20 @@ class RichLinkBlock:
 
 @dataclass(frozen=True)
 class UserBlock:
-    """`{"USER": {...}}`: a person, chat or bot line with an avatar."""
+    """`{"USER": {...}}`: a person, chat or bot line with an avatar.
+
+    At most one target: `link`, `user_id`, `chat_id` (avatar type CHAT by default), `bot_id`
+    (BOT by default) or `network_id`.
+    """
 
     name: str
     avatar: str | None = None
     avatar_type: AvatarType | None = None
     link: str | None = None
     user_id: int | None = None
+    chat_id: int | None = None
+    bot_id: int | None = None
+    network_id: str | None = None
 
     def to_bitrix(self) -> dict[str, Any]:
         return {
@@ -1944,6 +2116,9 @@ class UserBlock:
                 ("AVATAR_TYPE", self.avatar_type),
                 ("LINK", self.link),
                 ("USER_ID", self.user_id),
+                ("CHAT_ID", self.chat_id),
+                ("BOT_ID", self.bot_id),
+                ("NETWORK_ID", self.network_id),
             )
         }
 
@@ -2129,23 +2304,31 @@ def _build_blocks(block: dict[str, Any]) -> list[Block]:
     if kind == "LINK":
         return [
             LinkBlock(
-                link=item["LINK"],
+                link=item.get("LINK"),
                 name=item.get("NAME"),
                 desc=item.get("DESC"),
                 preview=item.get("PREVIEW"),
                 width=item.get("WIDTH"),
                 height=item.get("HEIGHT"),
+                html=item.get("HTML"),
+                user_id=item.get("USER_ID"),
+                chat_id=item.get("CHAT_ID"),
+                network_id=item.get("NETWORK_ID"),
             )
             for item in _as_list(body)
         ]
     if kind == "RICH_LINK":
         return [
             RichLinkBlock(
-                link=item["LINK"],
+                link=item.get("LINK"),
                 name=item.get("NAME"),
                 desc=item.get("DESC"),
                 preview=item.get("PREVIEW"),
                 extra_image=item.get("EXTRA_IMAGE"),
+                html=item.get("HTML"),
+                user_id=item.get("USER_ID"),
+                chat_id=item.get("CHAT_ID"),
+                network_id=item.get("NETWORK_ID"),
             )
             for item in _as_list(body)
         ]
@@ -2157,6 +2340,9 @@ def _build_blocks(block: dict[str, Any]) -> list[Block]:
                 avatar_type=item.get("AVATAR_TYPE"),
                 link=item.get("LINK"),
                 user_id=item.get("USER_ID"),
+                chat_id=item.get("CHAT_ID"),
+                bot_id=item.get("BOT_ID"),
+                network_id=item.get("NETWORK_ID"),
             )
             for item in _as_list(body)
         ]
@@ -2237,6 +2423,10 @@ class LinkButton:
     disabled: bool | None = None
     block: bool | None = None
     context: ButtonContext | None = None
+    # Colours of the button's "off" state (spec §5.6); stored by the server, not drawn by the
+    # current web messenger (chat-rendering.md §5).
+    off_bg_color: str | None = None
+    off_text_color: str | None = None
 
     def to_bitrix(self) -> dict[str, Any]:
         return _compact(
@@ -2244,6 +2434,8 @@ class LinkButton:
             ("LINK", self.link),
             ("BG_COLOR", self.bg_color),
             ("TEXT_COLOR", self.text_color),
+            ("OFF_BG_COLOR", self.off_bg_color),
+            ("OFF_TEXT_COLOR", self.off_text_color),
             ("BG_COLOR_TOKEN", self.bg_color_token),
             ("DISPLAY", self.display),
             ("WIDTH", self.width),
@@ -2266,6 +2458,8 @@ class LinkButton:
             disabled=_flag(item.get("DISABLED")),
             block=_flag(item.get("BLOCK")),
             context=item.get("CONTEXT"),
+            off_bg_color=item.get("OFF_BG_COLOR"),
+            off_text_color=item.get("OFF_TEXT_COLOR"),
         )
 
 

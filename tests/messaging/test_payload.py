@@ -229,12 +229,212 @@ POLICY_VECTORS = [
         ],
         id="keyboard-styling",
     ),
+    *[
+        pytest.param({"ATTACH": [{"MESSAGE": "ok"}, block]}, expected, id=name)
+        for name, block, expected in [
+            # spec §5.5 l.559: LINK, or USER_ID/CHAT_ID/NETWORK_ID together with NAME
+            ("link-user-id", {"LINK": {"USER_ID": 5, "NAME": "Ann"}}, []),
+            ("link-chat-id", {"LINK": {"CHAT_ID": 9, "NAME": "Team", "DESC": "d"}}, []),
+            ("link-network-id", {"LINK": {"NETWORK_ID": "n15", "NAME": "Partner"}}, []),
+            ("link-id-and-url", {"LINK": {"LINK": "/u/5", "USER_ID": 5, "NAME": "A"}}, []),
+            (
+                # no NAME: the id is skipped and, with no LINK, the block dropped
+                "link-id-without-name",
+                {"LINK": {"USER_ID": 5}},
+                [("ATTACH_ERROR", "ATTACH[1].LINK.NAME", True)],
+            ),
+            (
+                "link-id-without-name-keeps-url",
+                {"LINK": {"CHAT_ID": 5, "LINK": "/c"}},
+                [("ATTACH_ERROR", "ATTACH[1].LINK.NAME", True)],
+            ),
+            (
+                # the server keeps the first of NETWORK_ID, USER_ID, CHAT_ID
+                "link-two-ids",
+                {"LINK": {"USER_ID": 5, "CHAT_ID": 6, "NAME": "A"}},
+                [("ATTACH_ERROR", "ATTACH[1].LINK.CHAT_ID", True)],
+            ),
+            (
+                "link-no-target",
+                {"LINK": {"NAME": "A", "DESC": "d"}},
+                [("ATTACH_ERROR", "ATTACH[1].LINK.LINK", True)],
+            ),
+            (
+                # first character kept, the rest read by intval(): "n015" would become "n15"
+                "link-network-id-leading-zero",
+                {"LINK": {"NETWORK_ID": "n015", "NAME": "A"}},
+                [("ATTACH_ERROR", "ATTACH[1].LINK.NETWORK_ID", True)],
+            ),
+            (
+                "link-network-id-number",
+                {"LINK": {"NETWORK_ID": 15, "NAME": "A"}},
+                [("ATTACH_ERROR", "ATTACH[1].LINK.NETWORK_ID", True)],
+            ),
+            # spec §5.5 l.559: HTML wins over DESC; PREVIEW is read only without HTML
+            ("link-html-text", {"LINK": {"LINK": "/x", "HTML": "Due [b]Friday[/b] &amp; on"}}, []),
+            (
+                "link-html-and-desc",
+                {"LINK": {"LINK": "/x", "HTML": "h", "DESC": "d"}},
+                [("ATTACH_ERROR", "ATTACH[1].LINK.DESC", True)],
+            ),
+            (
+                "link-html-and-preview",
+                {"LINK": {"LINK": "/x", "HTML": "h", "PREVIEW": "/p.png", "WIDTH": 5}},
+                [("ATTACH_ERROR", "ATTACH[1].LINK.PREVIEW", True)],
+            ),
+            (
+                "link-html-blank",
+                {"LINK": {"LINK": "/x", "HTML": " "}},
+                [("ATTACH_ERROR", "ATTACH[1].LINK.HTML", True)],
+            ),
+            # spec §5.5 l.560: RICH_LINK takes LINK's targets and HTML, plus EXTRA_IMAGE
+            ("rich-link-user-id", {"RICH_LINK": {"USER_ID": 5, "NAME": "A", "HTML": "h"}}, []),
+            (
+                # no server version keeps WIDTH/HEIGHT of a RICH_LINK (AddRichLink)
+                "rich-link-size",
+                {"RICH_LINK": {"LINK": "/x", "PREVIEW": "/p.png", "WIDTH": 5, "HEIGHT": 4}},
+                [
+                    ("ATTACH_ERROR", "ATTACH[1].RICH_LINK.WIDTH", True),
+                    ("ATTACH_ERROR", "ATTACH[1].RICH_LINK.HEIGHT", True),
+                ],
+            ),
+            (
+                "rich-link-html-and-image",
+                {"RICH_LINK": {"LINK": "/x", "HTML": "h", "EXTRA_IMAGE": "/e.png"}},
+                [("ATTACH_ERROR", "ATTACH[1].RICH_LINK.EXTRA_IMAGE", True)],
+            ),
+            # spec §5.5 l.561: USER takes one of USER_ID/CHAT_ID/BOT_ID/NETWORK_ID/LINK
+            ("user-chat-id", {"USER": {"NAME": "Team", "CHAT_ID": 4}}, []),
+            ("user-bot-id", {"USER": {"NAME": "Bot", "BOT_ID": 4, "AVATAR_TYPE": "BOT"}}, []),
+            ("user-network-id", {"USER": {"NAME": "Partner", "NETWORK_ID": "n7"}}, []),
+            (
+                "user-chat-and-bot",
+                {"USER": {"NAME": "A", "CHAT_ID": 4, "BOT_ID": 5}},
+                [("ATTACH_ERROR", "ATTACH[1].USER.BOT_ID", True)],
+            ),
+            (
+                "user-network-and-link",
+                {"USER": {"NAME": "A", "LINK": "/u", "NETWORK_ID": "n7"}},
+                [("ATTACH_ERROR", "ATTACH[1].USER.LINK", True)],
+            ),
+            (
+                "user-bot-id-zero",
+                {"USER": {"NAME": "A", "BOT_ID": 0}},
+                [("ATTACH_ERROR", "ATTACH[1].USER.BOT_ID", True)],
+            ),
+        ]
+    ],
+    pytest.param(
+        # spec §5.5 l.549: a top-level DESCRIPTION is read but not applied
+        {"ATTACH": {"DESCRIPTION": "Summary", "BLOCKS": [{"MESSAGE": "x"}]}},
+        [("ATTACH_ERROR", "ATTACH.DESCRIPTION", True)],
+        id="attach-description",
+    ),
+    pytest.param(
+        # the object form alone: older servers drop the block, so nothing is left
+        {"ATTACH": [{"MESSAGE": {"TEXT": "x", "AS_DESCRIPTION": "Y"}}]},
+        [("ATTACH_ERROR", "ATTACH[0].MESSAGE", True)],
+        id="attach-message-object-alone",
+    ),
+    # spec §5.6 l.623: OFF_BG_COLOR / OFF_TEXT_COLOR are #RGB or #RRGGBB
+    pytest.param(
+        {
+            "KEYBOARD": [
+                {"TEXT": "a", "LINK": "/x", "OFF_BG_COLOR": "#eee", "OFF_TEXT_COLOR": "#333"}
+            ]
+        },
+        [],
+        id="keyboard-off-colours",
+    ),
+    pytest.param(
+        {
+            "KEYBOARD": [
+                {"TEXT": "a", "LINK": "/x", "OFF_BG_COLOR": "grey", "OFF_TEXT_COLOR": "#33"}
+            ]
+        },
+        [
+            ("KEYBOARD_ERROR", "KEYBOARD[0].OFF_BG_COLOR", True),
+            ("KEYBOARD_ERROR", "KEYBOARD[0].OFF_TEXT_COLOR", True),
+        ],
+        id="keyboard-off-colours-invalid",
+    ),
+    pytest.param(
+        # spec §5.6 l.606, l.634: the method passes the request's BOT_ID to the keyboard
+        {"KEYBOARD": {"BOT_ID": 5, "BUTTONS": [{"TEXT": "a", "LINK": "/x"}]}},
+        [("KEYBOARD_ERROR", "KEYBOARD.BOT_ID", True)],
+        id="keyboard-inner-bot-id",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("update", "expected"), POLICY_VECTORS)
 def test_policy_problems(update: dict[str, Any], expected: list[tuple[str, str, bool]]) -> None:
     assert summary(payload.validate_params(params(**update))) == expected
+
+
+@pytest.mark.parametrize(
+    ("update", "field", "words"),
+    [
+        pytest.param(
+            {"ATTACH": {"ID": 1, "BLOCKS": [{"MESSAGE": "x"}]}},
+            "ATTACH.ID",
+            "replaces the ID with its own",
+            id="id",
+        ),
+        pytest.param(
+            {"ATTACH": {"DESCRIPTION": "d", "BLOCKS": [{"MESSAGE": "x"}]}},
+            "ATTACH.DESCRIPTION",
+            "reads a top-level DESCRIPTION but does not use it",
+            id="description",
+        ),
+        pytest.param(
+            {"ATTACH": [{"MESSAGE": {"TEXT": "x", "AS_DESCRIPTION": "Y"}}]},
+            "ATTACH[0].MESSAGE",
+            "Older Bitrix versions drop a MESSAGE block given as an object",
+            id="message-object",
+        ),
+        pytest.param(
+            {"ATTACH": [{"RICH_LINK": {"LINK": "/x", "PREVIEW": "/p", "WIDTH": 5}}]},
+            "ATTACH[0].RICH_LINK.WIDTH",
+            "only for a LINK preview",
+            id="rich-link-width",
+        ),
+        pytest.param(
+            {"ATTACH": [{"LINK": {"LINK": "/x", "HTML": "h", "PREVIEW": "/p"}}]},
+            "ATTACH[0].LINK.PREVIEW",
+            "drops the preview image when HTML is set",
+            id="html-preview",
+        ),
+        pytest.param(
+            {"ATTACH": [{"LINK": {"LINK": "/x", "HTML": "<b>h</b>"}}]},
+            "ATTACH[0].LINK.HTML",
+            "Leave out HTML tags",
+            id="html-tags",
+        ),
+        pytest.param(
+            {"ATTACH": [{"LINK": {"NETWORK_ID": "15", "NAME": "n"}}]},
+            "ATTACH[0].LINK.NETWORK_ID",
+            "one letter followed by a number",
+            id="network-id",
+        ),
+        pytest.param(
+            {"KEYBOARD": {"COLORS": {"BG_COLOR": "#000"}, "BUTTONS": [{"TEXT": "a", "LINK": "/"}]}},
+            "KEYBOARD.COLORS",
+            "keyboard-wide COLORS",
+            id="keyboard-colors",
+        ),
+        pytest.param(
+            {"KEYBOARD": {"BOT_ID": 3, "BUTTONS": [{"TEXT": "a", "LINK": "/"}]}},
+            "KEYBOARD.BOT_ID",
+            "request's own BOT_ID",
+            id="keyboard-bot-id",
+        ),
+    ],
+)
+def test_refusals_say_why(update: dict[str, Any], field: str, words: str) -> None:
+    problems = {p.field: str(p.message) for p in payload.validate_params(params(**update))}
+    assert words in problems[field]
+    assert "ignores this field" not in problems[field]
 
 
 def test_problems_come_in_the_server_order() -> None:
@@ -367,6 +567,98 @@ def test_example_serialises_to_the_json_body() -> None:
     assert payload.Payload.from_bitrix(body) == EXAMPLE
 
 
+# Blocks written as the docs write them (b24restdocs `attachments/block-collections/links.md`,
+# `user.md`; spec §5.5 l.559-561), with the fields the builders gained for them.
+DOCS_BLOCKS: list[tuple[dict[str, Any], payload.Block]] = [
+    (
+        {
+            "LINK": {
+                "PREVIEW": "https://example.com/bitrix/images/logo.png",
+                "WIDTH": 1000,
+                "HEIGHT": 638,
+                "NAME": 'Ticket #12345: New API for the "Web Messenger" Module',
+                "DESC": "Must be implemented by the release!",
+                "LINK": "https://api.bitrix24.com/",
+            }
+        },
+        payload.LinkBlock(
+            link="https://api.bitrix24.com/",
+            name='Ticket #12345: New API for the "Web Messenger" Module',
+            desc="Must be implemented by the release!",
+            preview="https://example.com/bitrix/images/logo.png",
+            width=1000,
+            height=638,
+        ),
+    ),
+    (
+        {"LINK": {"USER_ID": 1, "NAME": "John Smith"}},
+        payload.LinkBlock(user_id=1, name="John Smith"),
+    ),
+    (
+        {"LINK": {"NETWORK_ID": "n25", "NAME": "Partner", "HTML": "Answers within a day"}},
+        payload.LinkBlock(network_id="n25", name="Partner", html="Answers within a day"),
+    ),
+    (
+        {"RICH_LINK": {"CHAT_ID": 12, "NAME": "Support chat", "DESC": "Open the chat"}},
+        payload.RichLinkBlock(chat_id=12, name="Support chat", desc="Open the chat"),
+    ),
+    (
+        {"RICH_LINK": {"LINK": "https://e.com", "NAME": "Site", "HTML": "About us"}},
+        payload.RichLinkBlock(link="https://e.com", name="Site", html="About us"),
+    ),
+    (
+        {
+            "USER": {
+                "NAME": "John Smith",
+                "AVATAR": "https://files.example.com/bitrix/images/avatar.png",
+                "BOT_ID": 12,
+                "AVATAR_TYPE": "BOT",
+            }
+        },
+        payload.UserBlock(
+            name="John Smith",
+            avatar="https://files.example.com/bitrix/images/avatar.png",
+            bot_id=12,
+            avatar_type="BOT",
+        ),
+    ),
+    ({"USER": {"NAME": "Support", "CHAT_ID": 40}}, payload.UserBlock(name="Support", chat_id=40)),
+    (
+        {"USER": {"NAME": "Partner", "NETWORK_ID": "n7"}},
+        payload.UserBlock("Partner", network_id="n7"),
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "built"), DOCS_BLOCKS)
+def test_docs_blocks_round_trip_and_the_server_keeps_every_field(
+    data: dict[str, Any], built: payload.Block
+) -> None:
+    assert type(built).from_bitrix(data) == built
+    assert built.to_bitrix() == data
+    assert payload.Attach.from_bitrix({"BLOCKS": [data]}) == payload.Attach(blocks=(built,))
+    # nothing silently dropped: the server's normalised block holds every field sent
+    ((kind, sent),) = data.items()
+    normalised = payload.parse_attach([data], 1)
+    assert normalised is not None
+    kept = normalised["BLOCKS"][0][kind][0]
+    assert {key: kept[key] for key in sent} == sent
+
+
+def test_off_colours_round_trip_and_are_kept_by_the_server() -> None:
+    # spec §5.6 l.623
+    data = {"TEXT": "Docs", "LINK": "/docs", "OFF_BG_COLOR": "#eee", "OFF_TEXT_COLOR": "#333333"}
+    button = payload.LinkButton(
+        text="Docs", link="/docs", off_bg_color="#eee", off_text_color="#333333"
+    )
+    assert payload.LinkButton.from_bitrix(data) == button
+    assert button.to_bitrix() == data
+    normalised = payload.parse_keyboard([data])
+    assert normalised is not None
+    assert normalised["BUTTONS"][0]["OFF_BG_COLOR"] == "#eee"
+    assert normalised["BUTTONS"][0]["OFF_TEXT_COLOR"] == "#333333"
+
+
 def test_short_forms_and_strings_are_read() -> None:
     assert payload.Attach.from_bitrix('[{"MESSAGE": "x"}]') == payload.Attach(
         blocks=(payload.MessageBlock("x"),)
@@ -427,14 +719,32 @@ def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.none() | strategy
 
 
+network_ids = st.from_regex(r"\A[A-Za-z][1-9][0-9]{0,17}\Z")
+html_texts = texts.filter(lambda s: "<" not in s and ">" not in s)
+
+
+@st.composite
+def link_targets(draw: st.DrawFn) -> dict[str, Any]:
+    """A LINK / RICH_LINK target: a URL, or one id with a NAME (maybe with a URL too)."""
+    entity = draw(st.sampled_from([None, "user_id", "chat_id", "network_id"]))
+    target: dict[str, Any] = {"name": draw(maybe(texts))}
+    if entity is None or draw(st.booleans()):
+        target["link"] = draw(urls)
+    if entity is not None:
+        target[entity] = draw(network_ids if entity == "network_id" else positive)
+        target["name"] = draw(texts)
+    return target
+
+
 @st.composite
 def link_blocks(draw: st.DrawFn) -> payload.LinkBlock:
-    preview = draw(maybe(urls))
+    html = draw(maybe(html_texts))
+    preview = None if html else draw(maybe(urls))
     sized = preview is not None
     return payload.LinkBlock(
-        link=draw(urls),
-        name=draw(maybe(texts)),
-        desc=draw(maybe(texts)),
+        **draw(link_targets()),
+        desc=None if html else draw(maybe(texts)),
+        html=html,
         preview=preview,
         width=draw(maybe(positive)) if sized else None,
         height=draw(maybe(positive)) if sized else None,
@@ -443,25 +753,28 @@ def link_blocks(draw: st.DrawFn) -> payload.LinkBlock:
 
 @st.composite
 def rich_link_blocks(draw: st.DrawFn) -> payload.RichLinkBlock:
-    preview = draw(maybe(urls))
+    html = draw(maybe(html_texts))
+    preview = None if html else draw(maybe(urls))
     return payload.RichLinkBlock(
-        link=draw(urls),
-        name=draw(maybe(texts)),
-        desc=draw(maybe(texts)),
+        **draw(link_targets()),
+        desc=None if html else draw(maybe(texts)),
+        html=html,
         preview=preview,
-        extra_image=None if preview else draw(maybe(urls)),
+        extra_image=None if preview or html else draw(maybe(urls)),
     )
 
 
 @st.composite
 def user_blocks(draw: st.DrawFn) -> payload.UserBlock:
-    link = draw(maybe(urls))
+    # at most one target (the server keeps only the first)
+    target = draw(st.sampled_from([None, "link", "user_id", "chat_id", "bot_id", "network_id"]))
+    values = {"link": urls, "network_id": network_ids}
+    extra = {} if target is None else {target: draw(values.get(target, positive))}
     return payload.UserBlock(
         name=draw(texts),
         avatar=draw(maybe(urls)),
         avatar_type=draw(maybe(st.sampled_from(["USER", "CHAT", "BOT"]))),
-        link=link,
-        user_id=None if link else draw(maybe(positive)),
+        **extra,
     )
 
 
@@ -511,6 +824,8 @@ link_buttons = st.builds(
     link=urls,
     bg_color=maybe(colors),
     text_color=maybe(colors),
+    off_bg_color=maybe(colors),
+    off_text_color=maybe(colors),
     bg_color_token=maybe(tokens),
     display=maybe(st.sampled_from(["LINE", "BLOCK"])),
     width=maybe(positive),
@@ -548,6 +863,22 @@ def test_builders_round_trip(value: payload.Payload) -> None:
     assert payload.validate_params(value.to_params(code=CODE, user_id=3)) == []
 
 
+@FAST
+@given(st.one_of(link_blocks(), rich_link_blocks(), user_blocks()), keyboards)
+def test_the_server_keeps_every_field_the_policy_accepts(
+    block: payload.Block, keyboard: payload.Keyboard
+) -> None:
+    ((kind, sent),) = block.to_bitrix().items()
+    normalised = payload.parse_attach([block.to_bitrix()], 1)
+    assert normalised is not None
+    assert set(sent) <= set(normalised["BLOCKS"][0][kind][0])
+    parsed = payload.parse_keyboard(keyboard.to_bitrix())
+    assert parsed is not None
+    for button, kept in zip(keyboard.to_bitrix()["BUTTONS"], parsed["BUTTONS"], strict=True):
+        # BG_COLOR_TOKEN aside: the policy takes it, but the server does not store it (spec §9)
+        assert set(button) - {"BG_COLOR_TOKEN"} <= set(kept)
+
+
 # Values chosen to sit on the server's edges: blank text, PHP's "0", bad schemes, wrong types.
 edge_scalars = st.sampled_from(
     [
@@ -563,6 +894,8 @@ edge_scalars = st.sampled_from(
         "HTTPS://E",
         "#fff",
         "#12345",
+        "n15",
+        "n015",
         "Y",
         "N",
         "LINE",
@@ -596,6 +929,11 @@ item_keys = st.sampled_from(
         "TYPE",
         "AVATAR",
         "USER_ID",
+        "CHAT_ID",
+        "BOT_ID",
+        "NETWORK_ID",
+        "EXTRA_IMAGE",
+        "OFF_BG_COLOR",
         "HTML",
         "FUNCTION",
         "ACTION",
