@@ -62,9 +62,15 @@ def sandbox_floor(
     """The earliest the last of `n` messages can be stored under the sandbox's own rules.
 
     Simulates `sandbox.limits`: a leaky bucket (a request is refused when it would lift the level
-    above `burst`), and per-method execution time in one-minute buckets that expire `window_s`
-    after they open; each sub-call of a batch is refused once the live sum already exceeds the
-    budget, so the call that crosses it still runs. Requests go out as early as both allow.
+    above `burst`), and per-method execution time in ten buckets per window (each takes calls
+    for `window_s / 10` and expires `window_s` after it opened); each sub-call of a batch is
+    refused once the live sum already exceeds the budget, so the call that crosses it still runs.
+    Requests go out as early as both allow.
+
+    However fine the buckets, usage stays in the sum for a whole window after it was spent (the
+    sliding window of spec §4.2), so no sender can spend more than the budget in any `window_s`:
+    the formula's T_min, which lets the budget come back at B/W from the first second, is below
+    what these rules allow whenever the budget binds.
     """
     t = 0.0
     level = 0.0
@@ -87,7 +93,7 @@ def sandbox_floor(
         while sent < min(BATCH, left) and used <= budget_s + 1e-9:
             used += cost_s
             sent += 1
-            if buckets and buckets[-1][0] + 60.0 > t:
+            if buckets and buckets[-1][0] + window_s / 10 > t:
                 buckets[-1][1] += cost_s
             else:
                 buckets.append([t, cost_s])
