@@ -175,6 +175,15 @@ def _text_field(label: StrOrPromise, *, area: bool = False) -> forms.CharField:
     return forms.CharField(label=label, required=False, max_length=10_000, widget=widget)
 
 
+def _network_id_field() -> forms.CharField:
+    return forms.CharField(
+        label=_("Bitrix24.Network ID"),
+        required=False,
+        max_length=20,
+        widget=forms.TextInput(attrs={"spellcheck": "false", "autocomplete": "off"}),
+    )
+
+
 def _color_field(label: StrOrPromise) -> forms.CharField:
     return forms.CharField(
         label=label,
@@ -542,28 +551,38 @@ class MessageBlockForm(BlockForm):
 
 
 class LinkBlockForm(BlockForm):
-    advanced = ("width", "height")
+    advanced = ("html", "width", "height", "user_id", "chat_id", "network_id")
     kind = "LINK"
     label = _("Link")
     link = _url_field(_("Link"))
     name = _text_field(_("Title"))
     desc = _text_field(_("Description"), area=True)
     preview = _url_field(_("Preview image"))
+    html = _text_field(_("HTML description (instead of Description)"), area=True)
     width = _int_field(_("Preview width, px"))
     height = _int_field(_("Preview height, px"))
+    # A link to a user, chat or network contact instead of a URL (with a Title).
+    user_id = _int_field(_("User ID"))
+    chat_id = _int_field(_("Chat ID"))
+    network_id = _network_id_field()
 
     def build(self) -> payload.LinkBlock:
         return payload.LinkBlock(
-            link=self.string("link"),
+            link=self.opt("link"),
             name=self.opt("name"),
             desc=self.opt("desc"),
             preview=self.opt("preview"),
             width=self.opt("width"),
             height=self.opt("height"),
+            html=self.opt("html"),
+            user_id=self.opt("user_id"),
+            chat_id=self.opt("chat_id"),
+            network_id=self.opt("network_id"),
         )
 
 
 class RichLinkBlockForm(BlockForm):
+    advanced = ("html", "user_id", "chat_id", "network_id")
     kind = "RICH_LINK"
     label = _("Rich link")
     link = _url_field(_("Link"))
@@ -571,19 +590,27 @@ class RichLinkBlockForm(BlockForm):
     desc = _text_field(_("Description"), area=True)
     preview = _url_field(_("Preview image"))
     extra_image = _url_field(_("Extra image"))
+    html = _text_field(_("HTML description (instead of Description)"), area=True)
+    user_id = _int_field(_("User ID"))
+    chat_id = _int_field(_("Chat ID"))
+    network_id = _network_id_field()
 
     def build(self) -> payload.RichLinkBlock:
         return payload.RichLinkBlock(
-            link=self.string("link"),
+            link=self.opt("link"),
             name=self.opt("name"),
             desc=self.opt("desc"),
             preview=self.opt("preview"),
             extra_image=self.opt("extra_image"),
+            html=self.opt("html"),
+            user_id=self.opt("user_id"),
+            chat_id=self.opt("chat_id"),
+            network_id=self.opt("network_id"),
         )
 
 
 class UserBlockForm(BlockForm):
-    advanced = ("avatar_type", "user_id")
+    advanced = ("avatar_type", "user_id", "chat_id", "bot_id", "network_id")
     kind = "USER"
     label = _("User")
     name = _text_field(pgettext_lazy("of a person", "Name"))
@@ -594,7 +621,11 @@ class UserBlockForm(BlockForm):
         choices=[("", _("default")), ("USER", _("person")), ("CHAT", _("chat")), ("BOT", _("bot"))],
     )
     link = _url_field(_("Link"))
+    # Instead of a link: one of these ids (Bitrix keeps only one target).
     user_id = _int_field(_("User ID"))
+    chat_id = _int_field(_("Chat ID"))
+    bot_id = _int_field(_("Bot ID"))
+    network_id = _network_id_field()
 
     def build(self) -> payload.UserBlock:
         return payload.UserBlock(
@@ -603,6 +634,9 @@ class UserBlockForm(BlockForm):
             avatar_type=self.opt("avatar_type"),
             link=self.opt("link"),
             user_id=self.opt("user_id"),
+            chat_id=self.opt("chat_id"),
+            bot_id=self.opt("bot_id"),
+            network_id=self.opt("network_id"),
         )
 
 
@@ -683,11 +717,13 @@ class AttachSettingsForm(IssuesMixin, forms.Form):
 
 
 class ButtonForm(EntryForm):
-    advanced = ("bg_color_token", "width", "block", "context")
+    advanced = ("bg_color_token", "off_bg_color", "off_text_color", "width", "block", "context")
     text = _text_field(_("Text"))
     link = _url_field(_("Link"))
     bg_color = _color_field(_("Background"))
     text_color = _color_field(_("Text colour"))
+    off_bg_color = _color_field(_("Background when off"))
+    off_text_color = _color_field(_("Text colour when off"))
     bg_color_token = forms.ChoiceField(
         label=_("Background token"), required=False, choices=COLOR_TOKEN_CHOICES
     )
@@ -723,6 +759,8 @@ class ButtonForm(EntryForm):
             disabled=True if self.cleaned_data.get("disabled") else None,
             block=True if self.cleaned_data.get("block") else None,
             context=self.opt("context"),
+            off_bg_color=self.opt("off_bg_color"),
+            off_text_color=self.opt("off_text_color"),
         )
 
 
@@ -787,6 +825,7 @@ class AttachBuilder:
         self.json_issues: list[Issue] = []
         self.general: list[Issue] = []
         self.notice = ""
+        self.left_out: list[LeftOut] = []
         self._build_forms()
 
     def _build_forms(self) -> None:
@@ -871,12 +910,7 @@ class AttachBuilder:
                 self.json_issues.extend(_problem_issues(exc.problems))
                 return
             self.raw, settings, skipped = loaded
-            self.notice = str(
-                _("Opened. Bitrix would ignore these parts, so they were left out: %(parts)s")
-                % {"parts": ", ".join(skipped[:10])}
-                if skipped
-                else _("Opened with problems: fix the marked fields before sending.")
-            )
+            self.notice, self.left_out = _import_notice(skipped, exc.problems)
         else:
             self.raw, settings = raw_attach(attach)
             self.notice = str(_("Attachment opened in the builder."))
@@ -955,6 +989,7 @@ class KeyboardBuilder:
         self.json_issues: list[Issue] = []
         self.general: list[Issue] = []
         self.notice = ""
+        self.left_out: list[LeftOut] = []
         self._build_forms()
 
     def _build_forms(self) -> None:
@@ -1004,12 +1039,7 @@ class KeyboardBuilder:
                 self.json_issues.extend(_problem_issues(exc.problems))
                 return
             self.raw, skipped = loaded
-            self.notice = str(
-                _("Opened. Bitrix would ignore these parts, so they were left out: %(parts)s")
-                % {"parts": ", ".join(skipped[:10])}
-                if skipped
-                else _("Opened with problems: fix the marked fields before sending.")
-            )
+            self.notice, self.left_out = _import_notice(skipped, exc.problems)
         else:
             self.raw = raw_keyboard(keyboard)
             self.notice = str(_("Keyboard opened in the builder."))
@@ -1085,6 +1115,32 @@ def _problem_issues(problems: Iterable[payload.Problem]) -> list[Issue]:
     return [Issue(f"{p.field}: {p.message}", code=p.code) for p in problems]
 
 
+@dataclass(frozen=True)
+class LeftOut:
+    """A part of imported JSON the builder did not take, with the policy's reason."""
+
+    path: str
+    reason: str
+
+
+def _import_notice(
+    skipped: Sequence[str], problems: Iterable[payload.Problem]
+) -> tuple[str, list[LeftOut]]:
+    """The notice after a lenient import: each part left out, and why the policy refuses it.
+
+    `skipped` holds payload paths (`ATTACH.BLOCKS[2].LINK.FOO`), the same paths the policy's
+    problems carry, so each part gets the policy's own reason, not a guess.
+    """
+    if not skipped:
+        return str(_("Opened with problems: fix the marked fields before sending.")), []
+    reasons: dict[str, str] = {}
+    for problem in problems:
+        reasons.setdefault(problem.field, str(problem.message))
+    fallback = str(_("The builder cannot hold this part."))
+    left_out = [LeftOut(path, reasons.get(path, fallback)) for path in skipped[:10]]
+    return str(_("Opened. These parts were left out:")), left_out
+
+
 def _text_of(value: Any) -> str:
     if isinstance(value, bool):
         return "Y" if value else "N"
@@ -1113,25 +1169,35 @@ def _form_names(form: type[forms.Form]) -> list[str]:
 
 
 def _raw_block(kind: str, body: Any, skipped: list[str], where: str) -> list[RawEntry]:
+    """Builder entries for one block; `where` is its payload path (`ATTACH.BLOCKS[2]`)."""
     form = BLOCK_FORMS[kind]
+    where = f"{where}.{kind}"
     if kind == "MESSAGE":
-        text = body.get("TEXT") if isinstance(body, Mapping) else body
+        text = body
+        if isinstance(body, Mapping):
+            # The object form (TEXT, AS_DESCRIPTION) is refused: keep its text, say why.
+            skipped.append(where)
+            text = body.get("TEXT")
         return [RawEntry(kind, {"text": _text_of(text)})]
+    many = isinstance(body, list) and kind != "DELIMITER"
+    bodies = body if many else [body]
+    paths = [f"{where}[{j}]" if many else where for j in range(len(bodies))]
     if form.item_form is not None:
-        items = body if isinstance(body, list) else [body]
         names = _form_names(form.item_form)
         return [
             RawEntry(
                 kind,
                 items=[
-                    _fields_of(item, names, skipped, f"{where}.{kind}[{j}]")
-                    for j, item in enumerate(items[:MAX_ITEMS])
+                    _fields_of(item, names, skipped, path)
+                    for item, path in zip(bodies[:MAX_ITEMS], paths, strict=False)
                 ],
             )
         ]
-    bodies = body if isinstance(body, list) and kind != "DELIMITER" else [body]
     names = _form_names(form)
-    return [RawEntry(kind, _fields_of(item, names, skipped, f"{where}.{kind}")) for item in bodies]
+    return [
+        RawEntry(kind, _fields_of(item, names, skipped, path))
+        for item, path in zip(bodies, paths, strict=True)
+    ]
 
 
 def _attach_settings(value: Any) -> dict[str, str]:
@@ -1146,17 +1212,17 @@ def _attach_settings(value: Any) -> dict[str, str]:
 def _lenient_attach(value: Any) -> tuple[list[RawEntry], dict[str, str], list[str]] | None:
     """Load whatever the builder can hold from an ATTACH the policy refuses; report the rest."""
     if isinstance(value, Mapping):
-        blocks = value.get("BLOCKS")
+        blocks, base = value.get("BLOCKS"), "ATTACH.BLOCKS"
         skipped = [
             f"ATTACH.{key}" for key in value if key not in ("BLOCKS", "COLOR", "COLOR_TOKEN")
         ]
     else:
-        blocks, skipped = value, []
+        blocks, base, skipped = value, "ATTACH", []
     if not isinstance(blocks, list):
         return None
     raw: list[RawEntry] = []
     for i, block in enumerate(blocks[:MAX_BLOCKS]):
-        where = f"BLOCKS[{i}]"
+        where = f"{base}[{i}]"
         if not isinstance(block, Mapping) or not block:
             skipped.append(where)
             continue
@@ -1179,10 +1245,10 @@ def raw_attach(attach: payload.Attach) -> tuple[list[RawEntry], dict[str, str]]:
 def _lenient_keyboard(value: Any) -> tuple[list[RawEntry], list[str]] | None:
     """Load whatever the builder can hold from a KEYBOARD the policy refuses; report the rest."""
     if isinstance(value, Mapping):
-        buttons = value.get("BUTTONS")
+        buttons, base = value.get("BUTTONS"), "KEYBOARD.BUTTONS"
         skipped = [f"KEYBOARD.{key}" for key in value if key != "BUTTONS"]
     else:
-        buttons, skipped = value, []
+        buttons, base, skipped = value, "KEYBOARD", []
     if not isinstance(buttons, list):
         return None
     names = _form_names(ButtonForm)
@@ -1191,7 +1257,7 @@ def _lenient_keyboard(value: Any) -> tuple[list[RawEntry], list[str]] | None:
         if isinstance(button, Mapping) and str(button.get("TYPE", "")).upper() == "NEWLINE":
             rows.append(RawEntry("newline"))
             continue
-        fields = _fields_of(button, names, skipped, f"BUTTONS[{i}]")
+        fields = _fields_of(button, names, skipped, f"{base}[{i}]")
         for flag in ("disabled", "block"):
             fields[flag] = "on" if fields.get(flag) == "Y" else ""
         rows.append(RawEntry("button", fields))

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable
 from datetime import timedelta
+from html import unescape
 from typing import Any
 
 import pytest
@@ -343,7 +345,8 @@ def test_a_docs_example_opens_in_the_attachment_builder(app: App):
 
     kinds = re.findall(r'name="attach-\d+-kind" value="([A-Z_]+)"', html)
     assert kinds == ["MESSAGE", "DELIMITER", "GRID", "LINK", "IMAGE", "FILE", "USER"]
-    assert "left out: ATTACH.ID" in html
+    assert "These parts were left out:" in html
+    assert "<code>ATTACH.ID</code>: Bitrix replaces the ID with its own" in html
     assert 'value="#29619b"' in html and "2.4</textarea>" in html
 
 
@@ -355,8 +358,6 @@ def test_a_clean_attachment_round_trips_through_import_and_export(app: App):
     assert "Attachment opened in the builder." in html
     exported = re.search(r'<textarea name="attach_json"[^>]*>(.*?)</textarea>', html, re.S)
     assert exported is not None
-    from html import unescape
-
     assert json.loads(unescape(exported.group(1))) == payload.Attach.from_bitrix(clean).to_bitrix()
 
 
@@ -404,6 +405,128 @@ def test_a_keyboard_given_as_a_string_is_refused(app: App):
     )
 
     assert "does not decode a string" in html
+
+
+# Docs-style JSON using every target and description field of spec §5.5 l.559-561.
+DOCS_ATTACH_TARGETS = {
+    "BLOCKS": [
+        {"LINK": {"USER_ID": 1, "NAME": "John Smith", "HTML": "Your account manager"}},
+        {"LINK": {"NETWORK_ID": "n25", "NAME": "Partner", "CHAT_ID": 4}},
+        {"RICH_LINK": {"CHAT_ID": 12, "NAME": "Support chat", "HTML": "Open the chat"}},
+        {"USER": {"NAME": "Helper bot", "BOT_ID": 12, "AVATAR_TYPE": "BOT"}},
+        {"USER": {"NAME": "Support", "CHAT_ID": 40}},
+        {"USER": {"NAME": "Partner", "NETWORK_ID": "n7"}},
+    ]
+}
+
+
+def test_docs_json_with_ids_and_html_opens_whole_in_the_builder(app: App):
+    clean = copy.deepcopy(DOCS_ATTACH_TARGETS)
+    del clean["BLOCKS"][1]["LINK"]["CHAT_ID"]  # the server keeps one id: see the next test
+
+    html = text(app.post("attach", {"attach_json": json.dumps(clean), "import_attach": ""}))
+
+    assert "Attachment opened in the builder." in html
+    assert re.search(r'name="attach-0-user_id"[^>]*value="1"', html)
+    assert "Your account manager</textarea>" in html
+    assert re.search(r'name="attach-1-network_id"[^>]*value="n25"', html)
+    assert re.search(r'name="attach-2-chat_id"[^>]*value="12"', html)
+    assert re.search(r'name="attach-3-bot_id"[^>]*value="12"', html)
+    assert re.search(r'name="attach-4-chat_id"[^>]*value="40"', html)
+    assert re.search(r'name="attach-5-network_id"[^>]*value="n7"', html)
+    exported = re.search(r'<textarea name="attach_json"[^>]*>(.*?)</textarea>', html, re.S)
+    assert exported is not None
+    assert json.loads(unescape(exported.group(1))) == clean
+
+
+def test_an_import_says_why_each_part_was_left_out(app: App):
+    refused = {
+        "DESCRIPTION": "Summary for notifications",
+        "BLOCKS": [
+            {"MESSAGE": {"TEXT": "Release notes", "AS_DESCRIPTION": "Y"}},
+            {"RICH_LINK": {"LINK": "https://e.com", "PREVIEW": "/p.png", "WIDTH": 600}},
+            *DOCS_ATTACH_TARGETS["BLOCKS"][:2],
+        ],
+    }
+
+    html = text(app.post("attach", {"attach_json": json.dumps(refused), "import_attach": ""}))
+
+    assert "would ignore" not in html
+    assert "These parts were left out:" in html
+    assert (
+        "<code>ATTACH.DESCRIPTION</code>: Bitrix reads a top-level DESCRIPTION but does not use it"
+    ) in html
+    assert "<code>ATTACH.BLOCKS[0].MESSAGE</code>: Older Bitrix versions drop a MESSAGE" in html
+    assert "<code>ATTACH.BLOCKS[1].RICH_LINK.WIDTH</code>: Bitrix keeps WIDTH and HEIGHT" in html
+    # the text of the refused MESSAGE form is kept as a plain block; the rest opens as usual
+    assert "Release notes</textarea>" in html
+    assert re.search(r'name="attach-2-user_id"[^>]*value="1"', html)
+    # loaded but refused: shown at its input, where it can be fixed
+    assert "keeps only the first" in errors_at(html, "id_attach-3-chat_id")
+
+
+def test_a_keyboard_import_keeps_off_colours_and_says_why_colors_are_left_out(app: App):
+    keyboard = {
+        "COLORS": {"BG_COLOR": "#29619b"},
+        "BUTTONS": [
+            {"TEXT": "Open", "LINK": "https://e.com", "OFF_BG_COLOR": "#eee"},
+            {"TEXT": "Docs", "LINK": "/docs", "OFF_TEXT_COLOR": "#999", "FOO": 1},
+        ],
+    }
+
+    html = text(
+        app.post("keyboard", {"keyboard_json": json.dumps(keyboard), "import_keyboard": ""})
+    )
+
+    assert re.search(r'name="kb-0-off_bg_color"[^>]*value="#eee"', html)
+    assert re.search(r'name="kb-1-off_text_color"[^>]*value="#999"', html)
+    assert "<code>KEYBOARD.COLORS</code>: Give each button its own colours" in html
+    assert "<code>KEYBOARD.BUTTONS[1].FOO</code>: Only link buttons are allowed" in html
+    assert "would ignore" not in html
+
+
+def test_a_link_to_a_user_is_sent_and_previewed_without_a_url(
+    app: App, line: Line, bitrix: MessagingBitrix
+):
+    data = compose_data(
+        line,
+        **{"attach-0-link": "", "attach-0-name": "Ann <Manager>", "attach-0-user_id": "5"},
+    )
+
+    preview = text(app.post("preview", data, target="preview"))
+    assert '<span class="b24-chat-attach-link__label">Ann &lt;Manager&gt;</span>' in preview
+
+    text(app.post("send", data, target="composer"))
+    [sent] = bitrix.sent
+    assert sent["ATTACH"] == {"BLOCKS": [{"LINK": {"USER_ID": 5, "NAME": "Ann <Manager>"}}]}
+
+
+@pytest.mark.parametrize(
+    ("fields", "input_id", "words"),
+    [
+        ({"attach-0-network_id": "n015"}, "id_attach-0-network_id", "one letter followed by"),
+        ({"attach-0-html": "<b>x</b>"}, "id_attach-0-html", "Leave out HTML tags"),
+        (
+            {"attach-0-html": "x", "attach-0-desc": "y"},
+            "id_attach-0-desc",
+            "Use DESC or HTML, not both",
+        ),
+        (
+            {"attach-0-link": "", "attach-0-user_id": "5", "attach-0-name": ""},
+            "id_attach-0-name",
+            "need a NAME",
+        ),
+        ({"attach-0-link": ""}, "id_attach-0-link", "Add a LINK, or a USER_ID"),
+        ({"kb-0-off_bg_color": "grey"}, "id_kb-0-off_bg_color", "#RGB or #RRGGBB"),
+    ],
+)
+def test_new_fields_are_refused_at_their_input(
+    app: App, line: Line, bitrix: MessagingBitrix, fields: dict[str, str], input_id: str, words: str
+):
+    html = text(app.post("send", compose_data(line, **fields)))
+
+    assert words in errors_at(html, input_id)
+    assert bitrix.sent == []
 
 
 # --- recipient -------------------------------------------------------------------------------
