@@ -1027,6 +1027,8 @@ def _render_button(button: Mapping[str, Any], base_url: str | None) -> str:
     disabled = _is_yes(button.get("DISABLED"))
     if disabled:
         classes.append("b24-chat-button--disabled")
+    # OFF_BG_COLOR / OFF_TEXT_COLOR are stored by Bitrix but not read by the web client
+    # (chat-rendering.md §5), so a disabled button keeps its normal colours here too.
     style = _style(
         width=_int(button.get("WIDTH")),
         background_color=_hex_color(button.get("BG_COLOR")),

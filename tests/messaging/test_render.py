@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from b24app.messaging import payload as payload_rules
 from b24app.messaging import render
 
 # ---------------------------------------------------------------------------------------------
@@ -926,6 +927,13 @@ def test_button_invalid_colours_and_width_are_ignored() -> None:
     assert "style" not in out
 
 
+def test_off_colours_are_not_drawn() -> None:
+    # chat-rendering.md §5: OFF_BG_COLOR / OFF_TEXT_COLOR are not read by the web client
+    button = {"TEXT": "A", "LINK": "/x", "DISABLED": "Y"}
+    out = keyboard({**button, "OFF_BG_COLOR": "#000", "OFF_TEXT_COLOR": "#f00"})
+    assert "style" not in out and "#000" not in out
+
+
 def test_disabled_button_is_not_a_link() -> None:
     out = keyboard({"TEXT": "A", "LINK": "https://e.com", "DISABLED": "Y"})
     assert "<a" not in out
@@ -1219,3 +1227,64 @@ def test_random_text_never_raises_and_stays_in_allow_list(text: str) -> None:
 def test_random_structures_never_raise(value: Any) -> None:
     assert_safe_html(str(render.render_attach(value if isinstance(value, dict | list) else None)))
     assert_safe_html(str(render.render_keyboard(value if isinstance(value, dict | list) else None)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The fields of spec §5.5 l.559-561 as the preview draws them: policy, server normalisation
+# (`payload.parse_attach`, as the composer and the sandbox inbox use it), then the renderer
+# ---------------------------------------------------------------------------------------------
+
+
+def normalised(*blocks: dict[str, Any]) -> str:
+    value = {"BLOCKS": list(blocks)}
+    assert payload_rules.validate_attach(value) == []
+    out = str(render.render_attach(payload_rules.parse_attach(value, 1)))
+    assert_safe_html(out)
+    return out
+
+
+def test_links_to_users_chats_and_network_contacts_show_an_escaped_label() -> None:
+    # chat-rendering.md §4.2 LINK: no LINK -> span.name
+    out = normalised(
+        {"LINK": {"USER_ID": 5, "NAME": "Ann <b>&amp;</b"}},
+        {"LINK": {"NETWORK_ID": "n15", "NAME": "Partner"}},
+        {"RICH_LINK": {"CHAT_ID": 7, "NAME": 'Team "chat"'}},
+    )
+    assert '<span class="b24-chat-attach-link__label">Ann &lt;b&gt;&amp;amp;&lt;/b</span>' in out
+    assert '<span class="b24-chat-attach-link__label">Partner</span>' in out
+    assert '<div class="b24-chat-rich__name">Team &quot;chat&quot;</div>' in out
+    assert "href" not in out
+
+
+def test_link_html_is_text_with_bb_codes_and_entities_stay_escaped() -> None:
+    # chat-rendering.md §4.2 LINK: div.desc is the BB-code-parsed HTML (it wins over DESC)
+    out = normalised(
+        {"LINK": {"LINK": "/x", "HTML": "Due [b]Friday[/b] &lt;script&gt;alert(1)&lt;/script&gt;"}}
+    )
+    assert (
+        '<div class="b24-chat-attach-link__desc">Due <b>Friday</b> '
+        "&lt;script&gt;alert(1)&lt;/script&gt;</div>"
+    ) in out
+
+
+def test_rich_link_html_is_plain_text_with_entities_decoded() -> None:
+    # chat-rendering.md §4.2 RICH_LINK: plain text, entities decoded, no BB parsing
+    out = normalised(
+        {"RICH_LINK": {"LINK": "/x", "NAME": "n", "HTML": "Tools &amp; [b]more[/b] &lt;i&gt;"}}
+    )
+    assert '<div class="b24-chat-rich__desc">Tools &amp; [b]more[/b] &lt;i&gt;</div>' in out
+
+
+@pytest.mark.parametrize(
+    ("user", "icon"),
+    [
+        ({"CHAT_ID": 4}, "chat"),  # the server sets AVATAR_TYPE CHAT
+        ({"BOT_ID": 4}, "bot"),  # and BOT
+        ({"NETWORK_ID": "n4"}, "user"),
+        ({"BOT_ID": 4, "AVATAR_TYPE": "USER"}, "user"),  # an explicit type wins
+    ],
+)
+def test_user_ids_pick_the_avatar_icon(user: dict[str, Any], icon: str) -> None:
+    out = normalised({"USER": {"NAME": "X", **user}})
+    assert f"b24-chat-avatar b24-chat-avatar--{icon}" in out
+    assert "<a" not in out
