@@ -1476,14 +1476,7 @@ _RICH_LINK_SIZE = _refused(
 )
 _RICH_LINK_RULE = _ItemRule(
     fields={
-        "LINK": _url,
-        "USER_ID": _POSITIVE,
-        "CHAT_ID": _POSITIVE,
-        "NETWORK_ID": _network_id_value,
-        "NAME": _text,
-        "DESC": _text,
-        "HTML": _plain_html,
-        "PREVIEW": _url,
+        **_LINK_RULE.fields,
         "EXTRA_IMAGE": _url,
         "WIDTH": _RICH_LINK_SIZE,
         "HEIGHT": _RICH_LINK_SIZE,
