@@ -50,6 +50,14 @@
     handler(value);
   });
 
+  function currentToken() {
+    try {
+      return JSON.parse(body.getAttribute("hx-headers") || "{}")["X-Frame-Token"] || "";
+    } catch (e) {
+      return "";
+    }
+  }
+
   function setToken(token) {
     if (!token) { return; }
     var headers = {};
@@ -61,8 +69,12 @@
     });
   }
 
+  // The height of what is on the page. Not documentElement.scrollHeight: that is never less than
+  // the frame's current height, so the frame could grow but never shrink back. body.scrollHeight
+  // also counts what overflows the body (an open dropdown near the bottom).
   function contentHeight() {
-    return Math.max(document.documentElement.scrollHeight, body.scrollHeight);
+    var box = document.documentElement.getBoundingClientRect();
+    return Math.ceil(Math.max(box.height, body.scrollHeight));
   }
 
   var lastHeight = 0;
@@ -98,21 +110,50 @@
     return reentering;
   }
 
+  // Repeat a request that met an expired token, as htmx would have sent it: same element, verb,
+  // path and triggering event (so hx-target, hx-swap, hx-indicator and the form values apply),
+  // plus the submit button that sent a form. Its hx-confirm question was answered already. The
+  // X-Frame-Repeat header marks it, so a repeat refused again ends the session instead of looping.
+  function repeat(detail) {
+    var elt = detail.elt;
+    var config = detail.requestConfig || {};
+    var trigger = config.triggeringEvent;
+    var values = {};
+    if (trigger && trigger.submitter && trigger.submitter.name) {
+      values[trigger.submitter.name] = trigger.submitter.value;
+    }
+    function confirmed(event) {
+      if (event.detail.elt !== elt) { return; }
+      elt.removeEventListener("htmx:confirm", confirmed);
+      if (event.detail.question) {
+        event.preventDefault();
+        event.detail.issueRequest(true);
+      }
+    }
+    elt.addEventListener("htmx:confirm", confirmed);
+    return htmx.ajax(config.verb || "get", config.path, {
+      source: elt, event: trigger, values: values, headers: { "X-Frame-Repeat": "1" },
+    }).finally(function () { elt.removeEventListener("htmx:confirm", confirmed); });
+  }
+
+  function sessionLost(elt) {
+    (elt && document.body.contains(elt) ? elt : body).dispatchEvent(
+      new CustomEvent("b24:session-lost", { bubbles: true })
+    );
+  }
+
   document.addEventListener("htmx:responseError", function (event) {
     var xhr = event.detail && event.detail.xhr;
     var elt = event.detail && event.detail.elt;
     if (!xhr || xhr.status !== 401 || xhr.getResponseHeader("X-Frame-Expired") !== "1") { return; }
-    if (elt && elt.dataset.reentered === "1") { return; }
-    reenter().then(function () {
-      if (elt) {
-        elt.dataset.reentered = "1";
-        htmx.trigger(elt, event.detail.requestConfig.triggeringEvent ?
-          event.detail.requestConfig.triggeringEvent.type : "click");
-        setTimeout(function () { delete elt.dataset.reentered; }, 5000);
-      }
-    }).catch(function () {
-      body.dispatchEvent(new CustomEvent("b24:session-lost", { bubbles: true }));
-    });
+    var headers = (event.detail.requestConfig && event.detail.requestConfig.headers) || {};
+    // The repeat itself was refused: a fresh token did not help, so do not loop.
+    if (!elt || headers["X-Frame-Repeat"]) { sessionLost(elt); return; }
+    // A request sent before another one's re-entry finished only needs the new token.
+    var sent = headers["X-Frame-Token"];
+    var renewed = sent && sent !== currentToken() ? Promise.resolve() : reenter();
+    renewed.then(function () { return repeat(event.detail); })
+      .catch(function () { sessionLost(elt); });
   });
 
   document.addEventListener("htmx:afterRequest", function (event) {
@@ -134,6 +175,8 @@
     refreshAuth: function () { return send("refreshAuth", null, 10000); },
     selectUser: function () { return send("selectUser", { mult: false }); },
     selectUsers: function () { return send("selectUser", { mult: true }); },
+    // Bitrix24 reloads the app page: a new entry POST with fresh auth (a frame cannot re-POST).
+    reloadWindow: function () { return send("reloadWindow", null, 2000); },
   };
 
   document.addEventListener("DOMContentLoaded", function () {
