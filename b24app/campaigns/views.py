@@ -183,9 +183,18 @@ def campaign_detail(request: FrameRequest, pk: int) -> HttpResponse:
 @campaign_page
 @require_GET
 def campaign_state(request: FrameRequest, pk: int) -> HttpResponse:
-    """The polled part of the detail page (htmx every 2 s while the campaign moves)."""
+    """The polled part of the detail page (htmx every 2 s while the campaign moves).
+
+    The page polls with `resolving=1` while the recipients are being found; the answer that
+    first sees them found also carries the preview out of band, since the page drew it when
+    nobody was found yet (and nothing else would redraw it).
+    """
     campaign = _campaign(request, pk)
-    return _partial(request, "campaigns/detail.html#state", _detail_context(campaign))
+    response = _partial(request, "campaigns/detail.html#state", _detail_context(campaign))
+    if request.GET.get("resolving") and campaign.status != Campaign.Status.RESOLVING:
+        context = {"campaign": campaign, "oob": True, **_preview(campaign)}
+        response.write(_partial(request, "campaigns/detail.html#preview", context).content)
+    return response
 
 
 @campaign_page

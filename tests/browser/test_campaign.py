@@ -79,8 +79,15 @@ def test_a_campaign_shows_live_progress_and_every_recipient_gets_one_message(
     assert state.locator("#summary dt:has-text('inactive') + dd").inner_text() == "1"
     state.locator("summary", has_text="Who is skipped").click()
     assert "Олег Уволенный" in state.locator("details table").inner_text()
-    # The preview, as one chosen recipient will read it.
+    # The preview, drawn before anyone was found, fills in by itself with the poll that saw the
+    # recipients found: the message as the first recipient receives it, nothing clicked.
     preview = app.locator("#preview")
+    preview.get_by_text("John Smith").wait_for(timeout=5_000)
+    assert preview.locator("#preview-user").input_value() == "3"
+    assert preview.locator("#preview-text").inner_text().strip() == (
+        "Hello John, release 2.4 is out."
+    )
+    # ... and as one chosen recipient will read it.
     preview.locator("#preview-user").fill("8")
     preview.get_by_role("button", name="Show").click()
     preview.get_by_text("Susan Cooper").wait_for()
@@ -139,3 +146,27 @@ def test_a_campaign_shows_live_progress_and_every_recipient_gets_one_message(
     for message in delivered:
         first_name = ACTIVE[int(message["USER_ID"])]
         assert message["MESSAGE"] == f"Hello {first_name}, release 2.4 is out."
+
+
+def test_after_moving_to_new_campaign_inside_the_app_only_the_chosen_kinds_inputs_show(
+    page: Page, portal_site: SandboxHelper
+):
+    # Entered at the composer: the campaign pages come in by htmx, only #app-page swapped, so
+    # nothing of new.html's own <head> is there; the rule lives in a stylesheet of every page.
+    app = open_composer(page, portal_site)
+    app.locator(".b24-tabs button", has_text="Campaigns").click()
+    app.get_by_role("button", name="New campaign").last.click()
+    form = app.locator("#campaign-form")
+    form.wait_for()
+
+    fields = {
+        "users": ["user_ids"],
+        "departments": ["department_ids", "subdepartments"],
+        "all": ["include_extranet", "include_email"],
+        "csv": ["csv_file"],
+    }
+    every = [name for names in fields.values() for name in names]
+    for kind in ["users", "departments", "all", "csv", "users"]:
+        form.locator(f"[name=audience][value={kind}]").check()
+        shown = {name for name in every if form.locator(f"#field-{name}").is_visible()}
+        assert shown == set(fields[kind]), kind

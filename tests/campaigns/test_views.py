@@ -149,6 +149,38 @@ def test_summary_and_personalised_preview_before_the_start(
     assert "Hello Name3!" in preview
 
 
+def test_the_poll_that_sees_the_recipients_found_redraws_the_preview(
+    client: Client, portal: Portal, make_campaign: MakeCampaign
+):
+    # Just created: nobody found yet, so the page polls (saying so) and the preview waits.
+    campaign = make_campaign([], status=Campaign.Status.RESOLVING)
+    body = client.get(f"/app/campaigns/{campaign.pk}/", **headers(portal)).content.decode()
+    state_url = f"/app/campaigns/{campaign.pk}/state/?resolving=1"
+    assert f'hx-get="{state_url}"' in body and 'id="preview-pending"' in body
+    polled = client.get(state_url, **headers(portal)).content.decode()
+    assert 'id="preview"' not in polled and f'hx-get="{state_url}"' in polled
+
+    # The worker finds them: the next poll brings the preview along, out of band, personalised
+    # for the first recipient who will receive the message (2 is on the exclusion list).
+    Recipient.objects.bulk_create(
+        Recipient(campaign=campaign, user_id=uid, name=f"Name{uid}", last_name=f"Last{uid}")
+        for uid in [2, 3]
+    )
+    Recipient.objects.filter(campaign=campaign, user_id=2).update(
+        skip_reason=Recipient.Skip.EXCLUDED
+    )
+    Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.READY)
+    polled = client.get(state_url, **headers(portal)).content.decode()
+    assert 'data-status="ready"' in polled and "hx-trigger" not in polled
+    assert '<section id="preview" class="b24-card" hx-swap-oob="true">' in polled
+    assert "Hello Name3!" in polled and 'name="user_id" inputmode="numeric" value="3"' in polled
+    assert "preview-pending" not in polled
+
+    # Polls of a campaign that was not finding anyone (a running one's) leave the preview alone.
+    polled = client.get(f"/app/campaigns/{campaign.pk}/state/", **headers(portal)).content.decode()
+    assert 'id="preview"' not in polled
+
+
 def test_start_pause_resume_and_live_state(
     client: Client, portal: Portal, make_campaign: MakeCampaign, messenger: Messenger
 ):
