@@ -10,8 +10,12 @@
    Every reply reports the running sum as ``time.operating`` and the moment the oldest
    minute of it drops out as ``time.operating_reset_at``.
 
+The last report lags behind the requests still running, so once a request's cost is known
+(:func:`batch_cost_s`) the budget also counts the requests granted but not yet reported, and
+after ``operating_reset_at`` lets one probe through to learn what dropped out.
+
 This module holds the arithmetic as pure functions (:func:`take`, :func:`observe`,
-:func:`budget_wait`) and two stores that keep the state per portal:
+:func:`budget_wait`, :func:`decide`) and two stores that keep the state per portal:
 :class:`MemoryPacerStore` for one process and tests, :class:`RedisPacerStore` for several
 worker processes sharing one portal. Bulk traffic (campaigns) may only use
 ``1 - interactive_reserve`` of either limit, so a campaign never makes a person wait.
@@ -25,13 +29,24 @@ Docs: https://apidocs.bitrix24.com/limits.html
 
 from __future__ import annotations
 
+import json
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 BATCH_SIZE = 50
+# A granted request not reported within this many seconds failed or was never sent; it stops
+# counting against the budget (twice the default B24_REQUEST_TIMEOUT).
+IN_FLIGHT_TTL_S = 60.0
+# More unreported requests than this are lost ones: the budget stops granting long before.
+MAX_IN_FLIGHT = 64
+# How long a request waits for the replies of those in flight when only they are in its way.
+PROBE_WAIT_S = 0.25
+# operating_reset_at comes in whole seconds, so the oldest usage may stay up to a second
+# longer than it says.
+RESET_SLACK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,10 +111,34 @@ def take(
 
 @dataclass(frozen=True)
 class OperatingState:
-    """One method's execution time: ``used_s`` as last reported, until ``reset_at``."""
+    """One method's execution time: ``used_s`` as last reported, until ``reset_at``.
+
+    ``request_cost_s`` is what one request of the method was last measured to cost (0 while
+    unknown), ``in_flight`` the grant times (ascending) of requests not reported yet.
+    """
 
     used_s: float = 0.0
     reset_at: float = 0.0
+    request_cost_s: float = 0.0
+    in_flight: tuple[float, ...] = ()
+
+    def flying(self, now: float, ttl_s: float = IN_FLIGHT_TTL_S) -> tuple[float, ...]:
+        """The grant times of requests still in flight at ``now``; older ones were lost."""
+        return tuple(t for t in self.in_flight if t > now - ttl_s)
+
+    def as_row(self) -> list[Any]:
+        """The JSON form the stores keep: ``[used_s, reset_at, request_cost_s, in_flight]``."""
+        return [self.used_s, self.reset_at, self.request_cost_s, list(self.in_flight)]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> OperatingState:
+        """Read :meth:`as_row`'s form, or the older ``[used_s, reset_at]``."""
+        return cls(
+            used_s=float(row[0]),
+            reset_at=float(row[1]),
+            request_cost_s=float(row[2]) if len(row) > 2 else 0.0,
+            in_flight=tuple(sorted(float(t) for t in row[3])) if len(row) > 3 else (),
+        )
 
 
 def observe(
@@ -109,6 +148,7 @@ def observe(
     operating_reset_at: int | None,
     now: float,
     limits: Limits | None = None,
+    request_cost_s: float | None = None,
 ) -> OperatingState:
     """Fold one reply's ``time.operating``/``operating_reset_at`` into ``state``.
 
@@ -117,31 +157,84 @@ def observe(
     can arrive out of order: one with an older ``operating_reset_at`` is ignored, and for
     the same window the larger total wins. Without ``operating_reset_at`` the total is
     assumed to stay for a whole window from ``now``.
+
+    Every reply, even one without ``operating``, ends one request in flight; replies carry
+    no request id, so the oldest entry goes. ``request_cost_s`` is a new measurement of
+    what one request costs (None keeps the last one). Once that is known, a reply whose
+    ``operating_reset_at`` has already passed shows the oldest usage had not dropped out
+    yet (the time is rounded down to a second), so it is taken to go a second later.
     """
+    state = replace(state, in_flight=state.in_flight[1:])
+    if request_cost_s is not None and request_cost_s > 0:
+        state = replace(state, request_cost_s=request_cost_s)
     if operating is None:
         return state
     window = (limits or Limits()).op_window_s
     reset_at = float(operating_reset_at) if operating_reset_at is not None else now + window
+    if state.request_cost_s > 0 and reset_at <= now:
+        reset_at += RESET_SLACK_S
     current = state.reset_at > now
     if current and reset_at < state.reset_at:
         return state
     if current and reset_at == state.reset_at:
         return replace(state, used_s=max(state.used_s, operating))
-    return OperatingState(used_s=operating, reset_at=reset_at)
+    return replace(state, used_s=operating, reset_at=reset_at)
 
 
-def budget_wait(state: OperatingState, now: float, limits: Limits, *, interactive: bool) -> float:
+def budget_wait(
+    state: OperatingState,
+    now: float,
+    limits: Limits,
+    *,
+    interactive: bool,
+    in_flight_ttl_s: float = IN_FLIGHT_TTL_S,
+) -> float:
     """Seconds to wait before calling the method again; 0 when within its budget.
 
-    Once ``reset_at`` passes, the oldest minute of usage has dropped out; how much that
-    frees is unknown until the next reply, so we let one call through and :func:`observe`
-    its report (Bitrix lets a call that crosses the limit finish, spec §4.2).
+    While a request's cost is unknown, only the last report counts: the method waits once
+    it reached the cap, until ``reset_at``. Once ``reset_at`` passes, the oldest minute of
+    usage has dropped out; how much that frees is unknown until the next reply, so every
+    call is let through and :func:`observe` takes its report (Bitrix lets a call that
+    crosses the limit finish, spec §4.2).
+
+    With a known cost, each request in flight counts as that cost on top of the report, and
+    a request goes only if the total after it stays within the cap. Short of that it waits
+    :data:`PROBE_WAIT_S` when only requests in flight are in the way (their replies may
+    show room), else until ``reset_at``. After ``reset_at`` the report over-states the
+    usage, so the same test still grants safely; failing it, one probe goes at a time.
     """
-    if now >= state.reset_at:
+    cap = limits.budget_cap(interactive=interactive)
+    cost = state.request_cost_s
+    if cost <= 0:
+        if now >= state.reset_at or state.used_s < cap:
+            return 0.0
+        return state.reset_at - now
+    flying = state.flying(now, in_flight_ttl_s)
+    if state.used_s + (len(flying) + 1) * cost <= cap:
         return 0.0
-    if state.used_s < limits.budget_cap(interactive=interactive):
-        return 0.0
-    return state.reset_at - now
+    if now < state.reset_at:
+        return PROBE_WAIT_S if state.used_s + cost <= cap else state.reset_at - now
+    return PROBE_WAIT_S if flying else 0.0
+
+
+def batch_cost_s(reports: Sequence[tuple[float, int | None]]) -> float | None:
+    """What one batch cost, from its sub-calls' ``(operating, operating_reset_at)``.
+
+    Sub-calls run one after another and each reports the running total after it, so over
+    the n that report, the spread between the highest and lowest total is the cost of n - 1
+    of them. Where the oldest bucket dropped out mid-batch the totals fall back, so the
+    spread is taken among the sub-calls sharing the most common ``operating_reset_at``.
+    None when fewer than two of them report (one total alone says nothing about cost).
+    """
+    groups: dict[int | None, list[float]] = {}
+    for operating, reset_at in reports:
+        groups.setdefault(reset_at, []).append(operating)
+    if not groups:
+        return None
+    same = max(groups.values(), key=len)
+    if len(same) < 2:
+        return None
+    return (max(same) - min(same)) / (len(same) - 1) * len(reports)
 
 
 def ceiling_msgs_per_s(limits: Limits, cost_s: float) -> float:
@@ -185,9 +278,20 @@ class PacerStore(Protocol):
         operating: float | None,
         operating_reset_at: int | None,
         now: float,
+        *,
+        request_cost_s: float | None = None,
     ) -> None:
-        """Remember what a reply said about ``method``'s execution time."""
+        """Remember what a reply said about ``method``'s execution time (see :func:`observe`)."""
         ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of :func:`decide`: ``wait`` 0.0 when granted, and the state to save."""
+
+    bucket: BucketState
+    budgets: dict[str, OperatingState]
+    wait: float
 
 
 def decide(
@@ -198,34 +302,52 @@ def decide(
     *,
     interactive: bool,
     method: str | None,
-) -> tuple[BucketState, float]:
+    in_flight_ttl_s: float = IN_FLIGHT_TTL_S,
+) -> Decision:
     """One acquire decision for any store: the method budget(s) first, then the bucket.
 
-    Returns ``(new_bucket, 0.0)`` when a token was taken (the store saves ``new_bucket``),
-    or ``(bucket, wait)`` unchanged. ``budgets`` maps method names to their state; with
-    ``method=None`` the worst of them counts. Stores call this under their own lock.
+    On a grant (``wait == 0.0``) the store saves the returned bucket and budgets, in which
+    ``method`` has one more request in flight; otherwise they come back unchanged.
+    ``budgets`` maps method names to their state; with ``method=None`` the worst of them
+    counts and nothing is marked in flight. Stores call this under their own lock.
     """
     if method is not None:
         relevant = [budgets[method]] if method in budgets else []
     else:
         relevant = list(budgets.values())
     budget = max(
-        (budget_wait(s, now, limits, interactive=interactive) for s in relevant), default=0.0
+        (
+            budget_wait(s, now, limits, interactive=interactive, in_flight_ttl_s=in_flight_ttl_s)
+            for s in relevant
+        ),
+        default=0.0,
     )
     if budget > 0:
-        return bucket, budget
-    return take(bucket, now, limits, interactive=interactive)
+        return Decision(bucket, budgets, budget)
+    new_bucket, wait = take(bucket, now, limits, interactive=interactive)
+    if wait > 0 or method is None:
+        return Decision(new_bucket, budgets, wait)
+    state = budgets.get(method, OperatingState())
+    flying = sorted((*state.flying(now, in_flight_ttl_s), now))[-MAX_IN_FLIGHT:]
+    granted = replace(state, in_flight=tuple(flying))
+    return Decision(new_bucket, {**budgets, method: granted}, 0.0)
 
 
-# The first draft's private name, still used by b24app.portals.pacer.
+# The first draft's private name.
 _acquire = decide
 
 
 class MemoryPacerStore:
     """A thread-safe in-process :class:`PacerStore` (one process, tests, the sandbox)."""
 
-    def __init__(self, limits_for: Callable[[str], Limits] | None = None) -> None:
+    def __init__(
+        self,
+        limits_for: Callable[[str], Limits] | None = None,
+        *,
+        in_flight_ttl_s: float = IN_FLIGHT_TTL_S,
+    ) -> None:
         self._limits_for = limits_for or (lambda _key: Limits())
+        self._in_flight_ttl_s = in_flight_ttl_s
         self._lock = threading.Lock()
         self._buckets: dict[str, BucketState] = {}
         self._budgets: dict[str, dict[str, OperatingState]] = {}
@@ -236,16 +358,19 @@ class MemoryPacerStore:
         """See :meth:`PacerStore.acquire`."""
         limits = self._limits_for(key)
         with self._lock:
-            state, wait = decide(
+            decision = decide(
                 self._buckets.get(key, BucketState()),
                 self._budgets.get(key, {}),
                 now,
                 limits,
                 interactive=interactive,
                 method=method,
+                in_flight_ttl_s=self._in_flight_ttl_s,
             )
-            self._buckets[key] = state
-            return wait
+            if decision.wait == 0.0:
+                self._buckets[key] = decision.bucket
+                self._budgets[key] = decision.budgets
+            return decision.wait
 
     def record_operating(
         self,
@@ -254,6 +379,8 @@ class MemoryPacerStore:
         operating: float | None,
         operating_reset_at: int | None,
         now: float,
+        *,
+        request_cost_s: float | None = None,
     ) -> None:
         """See :meth:`PacerStore.record_operating`."""
         limits = self._limits_for(key)
@@ -265,6 +392,7 @@ class MemoryPacerStore:
                 operating_reset_at=operating_reset_at,
                 now=now,
                 limits=limits,
+                request_cost_s=request_cost_s,
             )
 
 
@@ -273,7 +401,8 @@ class RedisPacerStore:
 
     Each update is a WATCH/MULTI transaction that reruns when another process changed the
     same keys in between, so the arithmetic stays in the pure functions above (no second
-    copy in Lua). Keys expire once the state they hold has drained away.
+    copy in Lua). Keys expire once the state they hold has drained away. A method's state
+    is the JSON of :meth:`OperatingState.as_row`; the older ``"used,reset"`` still reads.
     """
 
     def __init__(
@@ -282,12 +411,14 @@ class RedisPacerStore:
         limits_for: Callable[[str], Limits],
         *,
         prefix: str = "b24app:pacer:",
+        in_flight_ttl_s: float = IN_FLIGHT_TTL_S,
     ) -> None:
         # Typed Any: redis.Redis and redis.cluster.RedisCluster both fit, and redis-py's
         # generics differ by decode_responses.
         self._redis = redis_client
         self._limits_for = limits_for
         self._prefix = prefix
+        self._in_flight_ttl_s = in_flight_ttl_s
 
     def _keys(self, key: str) -> tuple[str, str]:
         return f"{self._prefix}{key}:bucket", f"{self._prefix}{key}:operating"
@@ -296,12 +427,21 @@ class RedisPacerStore:
     def _text(value: Any) -> str:
         return value.decode() if isinstance(value, bytes) else str(value)
 
+    @classmethod
+    def _state(cls, value: Any) -> OperatingState:
+        text = cls._text(value)
+        if text.startswith("["):
+            return OperatingState.from_row(json.loads(text))
+        return OperatingState.from_row(text.split(","))
+
     def _budgets(self, raw: dict[Any, Any]) -> dict[str, OperatingState]:
-        budgets: dict[str, OperatingState] = {}
-        for name, value in raw.items():
-            used, _, reset = self._text(value).partition(",")
-            budgets[self._text(name)] = OperatingState(float(used), float(reset))
-        return budgets
+        return {self._text(name): self._state(value) for name, value in raw.items()}
+
+    def _expire_operating(self, pipe: Any, operating_key: str, limits: Limits) -> None:
+        # reset_at is at most one window ahead, so two windows outlive every entry (and an
+        # in-flight mark outlives its TTL).
+        ttl = max(2 * limits.op_window_s, self._in_flight_ttl_s)
+        pipe.expire(operating_key, math.ceil(ttl))
 
     def acquire(
         self, key: str, now: float, *, interactive: bool, method: str | None = None
@@ -318,21 +458,27 @@ class RedisPacerStore:
                 float(raw.get(b"level", raw.get("level", 0.0))),
                 float(raw.get(b"updated_at", raw.get("updated_at", 0.0))),
             )
-            state, wait = decide(
+            decision = decide(
                 bucket,
                 self._budgets(pipe.hgetall(operating_key)),
                 now,
                 limits,
                 interactive=interactive,
                 method=method,
+                in_flight_ttl_s=self._in_flight_ttl_s,
             )
-            outcome.append(wait)
-            if wait > 0:
+            outcome.append(decision.wait)
+            if decision.wait > 0:
                 return
+            state = decision.bucket
             pipe.multi()
             pipe.hset(bucket_key, mapping={"level": state.level, "updated_at": state.updated_at})
             # Once drained the bucket is empty, which is what a missing key means.
             pipe.expire(bucket_key, max(1, math.ceil(state.level / limits.rate) + 1))
+            if method is not None:
+                row = json.dumps(decision.budgets[method].as_row())
+                pipe.hset(operating_key, method, row)
+                self._expire_operating(pipe, operating_key, limits)
 
         self._redis.transaction(attempt, bucket_key, operating_key)
         return outcome[0]
@@ -344,31 +490,28 @@ class RedisPacerStore:
         operating: float | None,
         operating_reset_at: int | None,
         now: float,
+        *,
+        request_cost_s: float | None = None,
     ) -> None:
         """See :meth:`PacerStore.record_operating`."""
-        if operating is None:
-            return
         limits = self._limits_for(key)
         _, operating_key = self._keys(key)
 
         def attempt(pipe: Any) -> None:
             raw = pipe.hget(operating_key, method)
-            state = OperatingState()
-            if raw is not None:
-                used, _, reset = self._text(raw).partition(",")
-                state = OperatingState(float(used), float(reset))
+            state = OperatingState() if raw is None else self._state(raw)
             new = observe(
                 state,
                 operating=operating,
                 operating_reset_at=operating_reset_at,
                 now=now,
                 limits=limits,
+                request_cost_s=request_cost_s,
             )
             if new == state:
                 return
             pipe.multi()
-            pipe.hset(operating_key, method, f"{new.used_s!r},{new.reset_at!r}")
-            # reset_at is at most one window ahead, so two windows outlive every entry.
-            pipe.expire(operating_key, math.ceil(2 * limits.op_window_s))
+            pipe.hset(operating_key, method, json.dumps(new.as_row()))
+            self._expire_operating(pipe, operating_key, limits)
 
         self._redis.transaction(attempt, operating_key)

@@ -1768,11 +1768,7 @@ def _send(
         )
     except (errors.BitrixError, PortalError) as exc:
         return {item.recipient_pk: exc for item in items}
-    times = [t for t in batch.times.values() if t.operating is not None]
-    if times:
-        pacer.pacer_record(
-            portal=portal, method=METHOD, call_time=max(times, key=lambda t: t.operating or 0.0)
-        )
+    pacer.pacer_record_batch(portal=portal, method=METHOD, times=list(batch.times.values()))
     out: dict[int, BaseException | None] = {}
     for item in items:
         key = f"r{item.recipient_pk}"

@@ -620,7 +620,7 @@ def portal_health(*, portal: Portal, now: datetime | None = None) -> PortalHealt
             time.time(),
             limits,
         )
-        for method, (used, reset_at) in sorted(state.budgets.items()):
+        for method, (used, reset_at, *_) in sorted(state.budgets.items()):
             live = reset_at > time.time()
             budgets.append(
                 {

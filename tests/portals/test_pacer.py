@@ -10,8 +10,8 @@ import pytest
 from django.db import connection
 
 from b24app.bitrix.replies import CallTime
-from b24app.portals import pacer
-from b24app.portals.models import Portal
+from b24app.portals import pacer, services
+from b24app.portals.models import PacerState, Portal
 from tests.conftest import port_open
 
 METHOD = "imopenlines.network.message.add"
@@ -105,3 +105,72 @@ def test_concurrent_senders_never_take_more_than_the_burst(
 
     assert len(granted) == 60
     assert sum(granted) == 30
+
+
+def _batch_times(first: float, reset_at: int, calls: int = 50) -> list[CallTime]:
+    """A batch reply's `result_time`: each sub-call reports the running total after it."""
+    return [
+        CallTime(
+            start=0,
+            finish=0,
+            duration=0,
+            processing=0,
+            operating=first + 0.02 * i,
+            operating_reset_at=reset_at,
+        )
+        for i in range(calls)
+    ]
+
+
+@pytest.mark.django_db
+def test_batches_in_flight_count_against_the_budget_until_their_replies_arrive(
+    store_kind: str, make_portal: Callable[..., Portal], settings: Any
+):
+    settings.B24_OP_BUDGET_S, settings.B24_OP_WINDOW_S = 48.0, 60.0  # bulk cap 45.12 s
+    portal = make_portal(rate=100.0, burst=500)
+    reset_at = int(time.time()) + 30
+    # 20 ms per call: the batch ran from 39.02 s to 40.0 s, so it cost 1 s.
+    pacer.pacer_record_batch(portal=portal, method=METHOD, times=_batch_times(39.02, reset_at))
+
+    waits = [pacer.pacer_acquire(portal=portal, interactive=False, method=METHOD) for _ in range(6)]
+    assert waits.count(0) == 5  # 40 + 5 batches in flight = 45
+
+    # Two replies without `operating` (Bitrix may leave it out) still end their requests.
+    for _ in range(2):
+        pacer.pacer_record_batch(portal=portal, method=METHOD, times=[])
+    waits = [pacer.pacer_acquire(portal=portal, interactive=False, method=METHOD) for _ in range(6)]
+    assert waits.count(0) == 2
+
+
+@pytest.mark.django_db
+def test_a_single_call_time_leaves_the_measured_cost_alone(
+    store_kind: str, make_portal: Callable[..., Portal], settings: Any
+):
+    settings.B24_OP_BUDGET_S, settings.B24_OP_WINDOW_S = 48.0, 60.0
+    portal = make_portal(rate=100.0, burst=500)
+    reset_at = int(time.time()) + 30
+    pacer.pacer_record_batch(portal=portal, method=METHOD, times=_batch_times(39.02, reset_at))
+    pacer.pacer_record_batch(portal=portal, method=METHOD, times=_batch_times(40.02, reset_at, 1))
+
+    waits = [pacer.pacer_acquire(portal=portal, interactive=False, method=METHOD) for _ in range(6)]
+
+    assert waits.count(0) == 5  # still 1 s a batch: 40.02 + 5 ≤ 45.12
+
+
+@pytest.mark.django_db
+def test_db_store_reads_an_old_two_element_row_and_keeps_in_flight_across_calls(
+    make_portal: Callable[..., Portal], settings: Any
+):
+    settings.B24_PACER_REDIS_URL = ""
+    portal = make_portal(rate=100.0, burst=500)
+    now = time.time()
+    PacerState.objects.create(portal=portal, budgets={METHOD: [12.0, now + 120]})
+
+    assert pacer.pacer_acquire(portal=portal, interactive=False, method=METHOD) == 0
+    assert pacer.pacer_acquire(portal=portal, interactive=False, method=METHOD) == 0
+
+    row = PacerState.objects.get(portal=portal).budgets[METHOD]
+    assert row[:3] == [12.0, now + 120, 0.0]
+    assert len(row[3]) == 2
+    health = services.portal_health(portal=portal)
+    assert health.budgets[0]["used_s"] == 12.0
