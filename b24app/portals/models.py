@@ -96,7 +96,9 @@ class PacerState(models.Model):
     """The shared pacing state of one portal (spec §4), updated under a row lock.
 
     `level`/`updated_at` are the request bucket; `budgets` maps a REST method to
-    `[used_s, reset_at]`, its execution time as Bitrix last reported it.
+    `[used_s, reset_at, request_cost_s, [grant times in flight]]`: its execution time as Bitrix
+    last reported it, what one request was last seen to cost, and the requests not yet answered
+    (rows written before the last two existed hold only the first two).
     """
 
     portal = models.OneToOneField(
