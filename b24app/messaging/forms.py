@@ -432,10 +432,32 @@ def keyboard_data(rows: Sequence[RawEntry]) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 
 
+class _SharedFields(dict[str, forms.Field]):
+    """`base_fields` whose "deep copy" shares the Field objects (see `_share_fields`)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, forms.Field]:
+        return dict(self)
+
+
+def _share_fields(form_class: type[forms.Form]) -> None:
+    """Let every instance of `form_class` use its class's Field objects instead of copies.
+
+    Django deep-copies a form's fields for each instance so that one instance may change its
+    own. The builder forms never do, and the live preview builds a few dozen of them on every
+    pause in typing: the copies were the largest part of its time.
+    """
+    if not isinstance(form_class.__dict__.get("base_fields"), _SharedFields):
+        form_class.base_fields = _SharedFields(form_class.base_fields)
+
+
 class EntryForm(IssuesMixin, forms.Form):
-    """Base of the builder forms: bound to already-prefixed data, with extra issues."""
+    """Base of the builder forms: bound to already-prefixed data, with extra issues.
+
+    Subclasses must not change `self.fields[...]` per instance: the Field objects are shared.
+    """
 
     def __init__(self, data: Mapping[str, str], *, prefix: str) -> None:
+        _share_fields(type(self))
         super().__init__(data, prefix=prefix)
         self.extra = {}
 
@@ -707,6 +729,7 @@ class AttachSettingsForm(IssuesMixin, forms.Form):
     )
 
     def __init__(self, data: Mapping[str, str]) -> None:
+        _share_fields(type(self))
         super().__init__(data, prefix=ATTACH_PREFIX)
         self.extra = {}
 
