@@ -152,8 +152,12 @@
     // A request sent before another one's re-entry finished only needs the new token.
     var sent = headers["X-Frame-Token"];
     var renewed = sent && sent !== currentToken() ? Promise.resolve() : reenter();
-    renewed.then(function () { return repeat(event.detail); })
-      .catch(function () { sessionLost(elt); });
+    // Only a failed re-entry ends the session. The repeat may itself be cut short (a newer
+    // preview replaces it, its element was swapped away); its own errors show as usual.
+    renewed.then(
+      function () { return repeat(event.detail).catch(function () {}); },
+      function () { sessionLost(elt); }
+    );
   });
 
   document.addEventListener("htmx:afterRequest", function (event) {
