@@ -2102,12 +2102,16 @@ def _csv_safe(value: str) -> str:
 
 
 def campaigns_on_uninstall(*, portal: Portal, clean: bool) -> None:
-    """Stop the portal's campaigns; forget recipients' names; with `clean`, delete everything."""
+    """Stop the portal's campaigns; forget people's names; with `clean`, delete everything."""
     Campaign.objects.filter(
         portal=portal,
         status__in=[Campaign.Status.RUNNING, Campaign.Status.SCHEDULED],
     ).update(status=Campaign.Status.BLOCKED, blocked_code="UNINSTALLED", blocked_detail="")
     Recipient.objects.filter(campaign__portal=portal).update(name="", last_name="")
+    # Names people typed or Bitrix24 gave: the authors' and whatever a note says about an opt-out.
+    # The opt-outs themselves stay, so that a reinstall never messages those users.
+    Campaign.objects.filter(portal=portal).update(author_name="")
+    Exclusion.objects.filter(portal=portal).update(note="")
     if clean:
         Campaign.objects.filter(portal=portal).delete()
         Exclusion.objects.filter(portal=portal).delete()

@@ -693,13 +693,17 @@ def test_uninstall_blocks_running_campaigns_and_forgets_names(
     messenger: Messenger, portal: Portal, make_campaign: MakeCampaign
 ):
     campaign = start(make_campaign([1, 2]))
+    Campaign.objects.filter(pk=campaign.pk).update(author_name="Anna Admin")
+    Exclusion.objects.create(portal=portal, user_id=7, note="Olga asked by phone")
 
     services.campaigns_on_uninstall(portal=portal, clean=False)
 
     campaign.refresh_from_db()
     assert campaign.status == Campaign.Status.BLOCKED
     assert set(Recipient.objects.values_list("name", flat=True)) == {""}
-    assert Exclusion.objects.count() == 0
+    assert campaign.author_name == ""
+    # The opt-out stays (a reinstall must still skip user 7); what was written about it goes.
+    assert list(Exclusion.objects.values_list("user_id", "note")) == [(7, "")]
 
 
 def test_a_crashing_lane_step_keeps_its_chain_alive(
