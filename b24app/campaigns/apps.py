@@ -19,3 +19,7 @@ class CampaignsConfig(AppConfig):
             services.campaigns_on_uninstall(portal=portal, clean=clean)
 
         portal_uninstalled.connect(on_uninstall, dispatch_uid="campaigns-uninstall", weak=False)
+
+        from b24app.messaging import services as messaging
+
+        messaging.delivery_payload_lookup(services.campaign_payload_of)

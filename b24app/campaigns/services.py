@@ -2101,6 +2101,16 @@ def _csv_safe(value: str) -> str:
 # --- Uninstall --------------------------------------------------------------------------------
 
 
+def campaign_payload_of(delivery: Delivery) -> tuple[Any, Any] | None:
+    """The campaign's ATTACH and KEYBOARD for one of its deliveries (kept once per campaign)."""
+    found = (
+        Campaign.objects.filter(recipients__delivery=delivery)
+        .values_list("attach", "keyboard")
+        .first()
+    )
+    return (found[0], found[1]) if found else None
+
+
 def campaigns_on_uninstall(*, portal: Portal, clean: bool) -> None:
     """Stop the portal's campaigns; forget people's names; with `clean`, delete everything."""
     Campaign.objects.filter(

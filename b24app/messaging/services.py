@@ -9,7 +9,7 @@ transaction, and records the outcome. Campaigns reuse `delivery_claim` / `delive
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -203,6 +203,33 @@ class Outcome:
     code: str = ""
     message: str = ""
     retry_after: float | None = None
+
+
+# Where the ATTACH and KEYBOARD of a delivery live when it does not hold them itself: a campaign
+# keeps one copy for all its recipients. The app that creates such deliveries registers a lookup
+# (messaging never imports it); a lookup answers None for deliveries that are not its own.
+PayloadLookup = Callable[[Delivery], "tuple[Any, Any] | None"]
+_payload_lookups: list[PayloadLookup] = []
+
+
+def delivery_payload_lookup(lookup: PayloadLookup) -> PayloadLookup:
+    """Register where deliveries of another app keep their ATTACH and KEYBOARD."""
+    if lookup not in _payload_lookups:
+        _payload_lookups.append(lookup)
+    return lookup
+
+
+def delivery_payload(delivery: Delivery) -> tuple[Any, Any]:
+    """The `(ATTACH, KEYBOARD)` a delivery was sent with, wherever they are kept."""
+    if delivery.attach is not None or delivery.keyboard is not None:
+        return delivery.attach, delivery.keyboard
+    if delivery.kind != Delivery.Kind.CAMPAIGN or not delivery.message:
+        return None, None  # a single message without them, or contents erased at uninstall
+    for lookup in _payload_lookups:
+        found = lookup(delivery)
+        if found is not None:
+            return found
+    return None, None
 
 
 def outcome_of(exc: BaseException | None) -> Outcome:

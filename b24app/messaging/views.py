@@ -605,6 +605,7 @@ def delivery(request: FrameRequest, delivery_id: int) -> HttpResponse:
     found = get_object_or_404(
         Delivery.objects.select_related("line"), pk=delivery_id, portal=portal
     )
+    attach, keyboard = services.delivery_payload(found)
     return render(
         request,
         _page_partial(request, DELIVERY),
@@ -614,8 +615,8 @@ def delivery(request: FrameRequest, delivery_id: int) -> HttpResponse:
             "delivery": found,
             "message_html": chat.render_message(
                 message=found.message,
-                attach=found.attach,
-                keyboard=found.keyboard,
+                attach=attach,
+                keyboard=keyboard,
                 sent_at=found.finished_at or found.created_at,
                 base_url=portal.origin,
             ),

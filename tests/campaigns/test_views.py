@@ -623,3 +623,28 @@ def test_pickers_are_offered_beside_the_id_inputs(client: Client, portal: Portal
     assert 'name="user_ids"' in new and 'name="department_ids"' in new  # the no-script way
     assert 'data-select-users="id_allowed_user_ids"' in settings_page
     assert "/app/campaigns/departments/?field=allowed_department_ids" in settings_page
+
+
+def test_a_campaign_message_in_the_history_shows_its_attachment_and_buttons(
+    client: Client, messenger: Messenger, portal: Portal, make_campaign: MakeCampaign
+):
+    from django.urls import reverse
+
+    from tests.campaigns.test_services import drain
+
+    messenger.add_users(1)
+    attach = [{"LINK": {"NAME": "Release notes", "LINK": "https://example.com/notes"}}]
+    keyboard = [{"TEXT": "Open the site", "LINK": "https://example.com"}]
+    campaign = services.campaign_start(
+        campaign=make_campaign([1], attach=attach, keyboard=keyboard)
+    )
+    drain(portal)
+    delivery = Recipient.objects.get(campaign=campaign, user_id=1).delivery
+    assert delivery is not None and delivery.status == Delivery.Status.SENT
+
+    response = client.get(reverse("messaging:delivery", args=[delivery.pk]), **headers(portal))
+
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert "Release notes" in body and "https://example.com/notes" in body
+    assert "Open the site" in body
