@@ -9,9 +9,10 @@ developer's `db.sqlite3` or queues:
 - broker: a temporary SQLite file for kombu's SQLAlchemy transport, or `CELERY_BROKER_URL` as
   given (then no other worker may consume from it while the benchmark runs).
 
-`SandboxProcess` is `manage.py sandbox` in a subprocess; `WorkerProcess` is `celery worker` in a
-subprocess of its own process group, so `kill()` is a SIGKILL to the worker and its pool at once
-(the same idea as tests/plugins/worker.py).
+`SandboxProcess` is `manage.py sandbox` in a subprocess; `WorkerProcess` is a `CeleryWorker`:
+`celery worker` in a subprocess of its own process group, so `kill()` is a SIGKILL to the worker
+and its pool at once. The tests' `celery_worker` fixture (tests/plugins/worker.py) uses the same
+class.
 """
 
 from __future__ import annotations
@@ -257,59 +258,61 @@ class SandboxProcess:
         return info
 
 
-class WorkerProcess:
-    """A Celery worker (prefork, optional embedded beat) in its own process group."""
+class CeleryWorker:
+    """A Celery worker (prefork, optionally with embedded beat) in a process group of its own.
 
-    def __init__(
-        self,
-        env: BenchEnv,
-        *,
-        concurrency: int = 2,
-        beat: bool = True,
-        name: str = "b24bench",
-        extra_env: dict[str, str] | None = None,
-    ) -> None:
-        self.env = env
-        self.concurrency = concurrency
-        self.beat = beat
-        self.hostname = f"{name}@localhost"
-        self.name = name
-        self.extra_env = dict(extra_env or {})
+    `kill()` is a SIGKILL to the worker and its pool at once (no shutdown, no acks), `stop()` a
+    warm shutdown, `restart()` starts it again under the same node name, as a restarted worker
+    would be. Shared by the benchmarks (`WorkerProcess`) and the tests' `celery_worker` fixture
+    (tests/plugins/worker.py), which only say how to name, place and configure it.
+    """
+
+    ready_timeout_s = READY_TIMEOUT_S
+    stop_timeout_s = 20.0
+
+    def __init__(self, *, tmp: Path, hostname: str, log_name: str, cwd: Path = ROOT) -> None:
+        self.tmp = tmp
+        self.hostname = hostname
+        self.log_name = log_name
+        self.cwd = cwd
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.logs: list[Path] = []
 
-    def start(self, *, wait: bool = True) -> WorkerProcess:
-        """Start under the same node name every time, as a restarted worker would."""
+    def spawn(
+        self, *, concurrency: int, beat: bool, env: dict[str, str], wait: bool = True
+    ) -> None:
+        """Start the worker process (and wait until it says it is ready)."""
         if self.running:
             raise RuntimeError("the worker is already running")
         self.starts += 1
-        log_path = self.env.tmp / f"{self.name}-{next(_SEQUENCE)}.log"
+        log_path = self.tmp / f"{self.log_name}-{next(_SEQUENCE)}.log"
         self.logs.append(log_path)
         command = [
             sys.executable, "-m", "celery", "-A", "b24app", "worker",
             "--hostname", self.hostname,
             "--pool", "prefork",
-            "--concurrency", str(self.concurrency),
+            "--concurrency", str(concurrency),
             "--loglevel", "INFO",
             "--without-gossip", "--without-mingle", "--without-heartbeat",
         ]  # fmt: skip
-        if self.beat:
-            command += ["--beat", "--schedule", str(self.env.tmp / f"{self.name}-beat")]
+        if beat:
+            command += ["--beat", "--schedule", str(self.tmp / f"{self.log_name}-beat")]
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 command,
-                cwd=ROOT,
-                env=self.env.subprocess_env(**self.extra_env),
+                cwd=self.cwd,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True,  # its own process group: kill() reaches the pool
             )
         if wait:
             self.wait_ready()
-        return self
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the worker logs that it is ready (after its start-up recovery)."""
+        timeout = self.ready_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
         path = self.logs[-1]
         while time.monotonic() < deadline:
@@ -319,7 +322,7 @@ class WorkerProcess:
             if self.process is not None and self.process.poll() is not None:
                 raise RuntimeError(f"the worker exited early:\n{text[-4000:]}")
             time.sleep(0.1)
-        raise TimeoutError(f"the worker was not ready in {timeout:.0f} s")
+        raise TimeoutError(f"the worker was not ready in {timeout:.0f} s:\n{self.log()[-4000:]}")
 
     @property
     def running(self) -> bool:
@@ -350,23 +353,54 @@ class WorkerProcess:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float | None = None) -> None:
         """Warm shutdown (SIGTERM), falling back to SIGKILL."""
         process = self.process
         if process is None or process.poll() is not None:
             return
         try:
             os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=timeout)
+            process.wait(timeout=self.stop_timeout_s if timeout is None else timeout)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             self.kill()
+
+    def log(self) -> str:
+        """Everything every start of this worker logged so far."""
+        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+
+class WorkerProcess(CeleryWorker):
+    """The benchmarks' worker: this run's database and broker, embedded beat by default."""
+
+    def __init__(
+        self,
+        env: BenchEnv,
+        *,
+        concurrency: int = 2,
+        beat: bool = True,
+        name: str = "b24bench",
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(tmp=env.tmp, hostname=f"{name}@localhost", log_name=name)
+        self.env = env
+        self.concurrency = concurrency
+        self.beat = beat
+        self.name = name
+        self.extra_env = dict(extra_env or {})
+
+    def start(self, *, wait: bool = True) -> WorkerProcess:
+        """Start under the same node name every time, as a restarted worker would."""
+        self.spawn(
+            concurrency=self.concurrency,
+            beat=self.beat,
+            env=self.env.subprocess_env(**self.extra_env),
+            wait=wait,
+        )
+        return self
 
     def restart(self, **kwargs: Any) -> WorkerProcess:
         self.kill()
         return self.start(**kwargs)
-
-    def log(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
     def __enter__(self) -> WorkerProcess:
         return self.start()

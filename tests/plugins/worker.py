@@ -19,12 +19,7 @@ process group, prefork children included), `restart()`, `stop()`, and `log()`. R
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +28,8 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings
 from django.db import connection
+
+from bench.procs import CeleryWorker
 
 READY_TIMEOUT_S = 60.0
 WORKER_NAME = "b24test@localhost"
@@ -58,18 +55,17 @@ def _database_url() -> str:
     raise AssertionError  # unreachable
 
 
-class WorkerControl:
+class WorkerControl(CeleryWorker):
     """One Celery worker subprocess that a test can start, kill with SIGKILL and restart."""
 
+    ready_timeout_s = READY_TIMEOUT_S
+    stop_timeout_s = 15.0
+
     def __init__(self, *, tmp: Path, broker_url: str, env: dict[str, str]) -> None:
-        self.tmp = tmp
+        super().__init__(tmp=tmp, hostname=WORKER_NAME, log_name="worker", cwd=settings.BASE_DIR)
         self.broker_url = broker_url
         self.base_env = env
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self._log_paths: list[Path] = []
 
-    # --- lifecycle ---------------------------------------------------------------------------
     def start(
         self,
         *,
@@ -79,79 +75,15 @@ class WorkerControl:
         wait: bool = True,
     ) -> WorkerControl:
         """Start the worker (same node name every time, as a restarted worker would have)."""
-        if self.process is not None and self.process.poll() is None:
-            raise RuntimeError("the worker is already running")
-        self.starts += 1
-        log_path = self.tmp / f"worker-{self.starts}.log"
-        self._log_paths.append(log_path)
-        command = [
-            sys.executable, "-m", "celery", "-A", "b24app", "worker",
-            "--hostname", WORKER_NAME,
-            "--pool", "prefork",
-            "--concurrency", str(concurrency),
-            "--loglevel", "INFO",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        if beat:
-            command += ["--beat", "--schedule", str(self.tmp / "beat-schedule")]
-        with log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=settings.BASE_DIR,
-                env={**self.base_env, **(env or {})},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: kill() reaches the children
-            )
-        if wait:
-            self.wait_ready()
+        self.spawn(
+            concurrency=concurrency, beat=beat, env={**self.base_env, **(env or {})}, wait=wait
+        )
         return self
-
-    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Block until the worker logs that it is ready (after its start-up recovery)."""
-        deadline = time.monotonic() + timeout
-        path = self._log_paths[-1]
-        while time.monotonic() < deadline:
-            text = path.read_text(errors="replace") if path.exists() else ""
-            if " ready." in text:
-                return
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(f"the worker exited early:\n{text[-4000:]}")
-            time.sleep(0.1)
-        raise TimeoutError(f"the worker was not ready in {timeout:.0f} s:\n{self.log()[-4000:]}")
-
-    def kill(self) -> None:
-        """SIGKILL the worker and its pool processes at once: no shutdown, no acks, no cleanup."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Warm shutdown (SIGTERM), falling back to SIGKILL."""
-        process = self.process
-        if process is None or process.poll() is not None:
-            return
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            self.kill()
 
     def restart(self, **kwargs: Any) -> WorkerControl:
         """Start again after a kill or stop."""
         self.kill()
         return self.start(**kwargs)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log(self) -> str:
-        """Everything every start of this worker logged so far."""
-        return "\n".join(p.read_text(errors="replace") for p in self._log_paths if p.exists())
 
 
 def _point_producer_at(broker_url: str) -> str:
