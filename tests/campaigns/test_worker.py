@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -28,7 +27,8 @@ from b24app.messaging.models import Delivery, Line
 from b24app.portals.models import Portal
 from b24app.sandbox.control import ControlClient
 from b24app.sandbox.server import SandboxServer
-from b24app.sandbox.state import LINE_CODE, LINE_CODE_2, Sandbox
+from b24app.sandbox.state import LINE_CODE, LINE_CODE_2
+from tests.plugins.sandbox import app_sandbox
 from tests.plugins.worker import WorkerControl
 
 pytestmark = [
@@ -47,16 +47,7 @@ CONCURRENCY = 4
 
 @pytest.fixture(scope="session")
 def campaign_sandbox() -> Iterator[SandboxServer]:
-    sandbox = Sandbox(
-        base_port=HUB_PORT,
-        portals=2,
-        users=USERS,
-        app_url=settings.B24_APP_URL,
-        client_id="local.b24app.sandbox",
-        client_secret="sandbox-client-secret-0123456789",
-        settings={"event_delay_ms": 0},
-    )
-    server = SandboxServer(sandbox)
+    server = SandboxServer(app_sandbox(base_port=HUB_PORT, users=USERS))
     try:
         server.start()
     except OSError as exc:

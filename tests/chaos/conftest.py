@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
 
 from b24app.sandbox.control import ControlClient
 from b24app.sandbox.server import SandboxServer
-from b24app.sandbox.state import Sandbox
 from bench.procs import port_free
+from tests.plugins.sandbox import app_sandbox
 from tests.plugins.worker import WorkerControl
 
 # Hub ports; the portals follow it. All within the app's sandbox host pattern localhost:81??.
@@ -29,16 +28,7 @@ def chaos_sandbox() -> Iterator[SandboxServer]:
     for hub in HUB_PORTS:
         if not all(port_free(port) for port in range(hub, hub + 3)):
             continue
-        sandbox = Sandbox(
-            base_port=hub,
-            portals=2,
-            users=USERS,
-            app_url=settings.B24_APP_URL,
-            client_id="local.b24app.sandbox",
-            client_secret="sandbox-client-secret-0123456789",
-            settings={"event_delay_ms": 0},
-        )
-        server = SandboxServer(sandbox)
+        server = SandboxServer(app_sandbox(base_port=hub, users=USERS))
         try:
             server.start()
         except (OSError, SystemExit):  # werkzeug exits when a port was taken meanwhile

@@ -204,17 +204,36 @@ def event_receiver() -> Iterator[EventReceiver]:
     receiver.close()
 
 
+def app_sandbox(
+    *,
+    base_port: int,
+    users: int,
+    portals: int = 2,
+    client_id: str = "local.b24app.sandbox",
+    client_secret: str = "sandbox-client-secret-0123456789",
+) -> Sandbox:
+    """A sandbox with this app registered (the credentials of .env.example by default), its
+    events delivered at once, pointing at the app's own URL."""
+    return Sandbox(
+        base_port=base_port,
+        portals=portals,
+        users=users,
+        app_url=settings.B24_APP_URL,
+        client_id=client_id,
+        client_secret=client_secret,
+        settings={"event_delay_ms": 0},
+    )
+
+
 @pytest.fixture(scope="session")
 def sandbox_server() -> Iterator[SandboxServer]:
     """The sandbox served in-process on 127.0.0.1:8150-8152 for the whole test session."""
-    sandbox = Sandbox(
+    sandbox = app_sandbox(
         base_port=SANDBOX_TEST_PORT,
         portals=SANDBOX_TEST_PORTALS,
         users=SANDBOX_TEST_USERS,
-        app_url=settings.B24_APP_URL,
         client_id=settings.B24_CLIENT_ID or "local.b24app.sandbox",
         client_secret=settings.B24_CLIENT_SECRET or "sandbox-client-secret-0123456789",
-        settings={"event_delay_ms": 0},
     )
     server = SandboxServer(sandbox)
     try:
