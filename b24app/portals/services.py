@@ -615,19 +615,21 @@ def portal_health(*, portal: Portal, now: datetime | None = None) -> PortalHealt
     level = 0.0
     budgets: list[dict[str, Any]] = []
     if state is not None:
+        clock = time.time()
         level = pacing.drained(
-            pacing.BucketState(level=state.level, updated_at=state.updated_at),
-            time.time(),
-            limits,
+            pacing.BucketState(level=state.level, updated_at=state.updated_at), clock, limits
         )
-        for method, (used, reset_at, *_) in sorted(state.budgets.items()):
-            live = reset_at > time.time()
+        for method, row in sorted(state.budgets.items()):
+            budget = pacing.OperatingState.from_row(row)
+            live = budget.reset_at > clock
             budgets.append(
                 {
                     "method": method,
-                    "used_s": round(float(used) if live else 0.0, 1),
+                    "used_s": round(budget.used_s if live else 0.0, 1),
                     "budget_s": limits.op_budget_s,
-                    "resets_at": datetime.fromtimestamp(reset_at, tz=UTC) if live else None,
+                    "resets_at": (
+                        datetime.fromtimestamp(budget.reset_at, tz=UTC) if live else None
+                    ),
                 }
             )
     due = None
