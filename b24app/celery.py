@@ -13,11 +13,16 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
+def is_polled(broker_url: str) -> bool:
+    """Whether the broker is kombu's database transport, which workers poll (the others push)."""
+    return broker_url.startswith(("sqla+", "sqlalchemy"))
+
+
 def _embedded_broker_polling() -> None:
     """Poll the embedded SQLite broker every B24_BROKER_POLL_S seconds (see settings)."""
     from django.conf import settings
 
-    if str(settings.CELERY_BROKER_URL).startswith(("sqla+", "sqlalchemy")):
+    if is_polled(str(settings.CELERY_BROKER_URL)):
         from kombu.transport import sqlalchemy
 
         sqlalchemy.Transport.polling_interval = settings.B24_BROKER_POLL_S

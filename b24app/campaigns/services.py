@@ -1503,10 +1503,9 @@ def _poll_interval() -> float:
     fetched ahead and does not count against that limit, so there the next step gets an ETA of
     one poll interval and every lane keeps moving.
     """
-    from b24app.celery import app
+    from b24app.celery import app, is_polled
 
-    url = str(app.conf.broker_url or "")
-    if not url.startswith(("sqla+", "sqlalchemy")):
+    if not is_polled(str(app.conf.broker_url or "")):
         return 0.0
     return float(settings.B24_BROKER_POLL_S)
 
